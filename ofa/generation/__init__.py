@@ -1,0 +1,13 @@
+"""Batched decoding for OFA: beam search, greedy, sampling, constraints, candidate ranking, boxes."""
+
+from __future__ import annotations
+
+from ofa.generation.config import GenerationConfig
+from ofa.generation.generate import Hypothesis, generate, greedy_decode
+from ofa.generation.processors import AllowedTokens, ExactLength, NoRepeatNGram, StepContext, TrieConstraint
+from ofa.generation.trie import Trie
+
+__all__ = [
+    "GenerationConfig", "Hypothesis", "generate", "greedy_decode", "AllowedTokens", "ExactLength",
+    "NoRepeatNGram", "StepContext", "TrieConstraint", "Trie",
+]

@@ -1,0 +1,106 @@
+"""Decoding settings: one frozen, validated dataclass that tasks build and users override."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from ofa.errors import GenerationError
+
+__all__ = ["GenerationConfig"]
+
+Strategy = Literal["beam", "greedy", "sample"]
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to decode (fairseq/OFA semantics, spec §5.9).
+
+    Args:
+        strategy: ``"beam"`` (beam search), ``"greedy"`` or ``"sample"`` (top-k / top-p sampling).
+        beam_size: beams per input (``"beam"``) or samples per input (``"sample"``).
+        max_len_a, max_len_b: the longest output is ``max_len_a * src_len + max_len_b`` tokens before the
+            final eos (``src_len`` = padded source length), capped by the model's positions.
+        min_len: eos is banned while fewer tokens than this were generated.
+        normalize_scores: final score = sum of log-probs / length ** ``len_penalty`` (length counts eos);
+            False gives the plain sum (OFA's ``unnormalized``).
+        len_penalty: exponent of the length normalisation.
+        temperature: logits are divided by it before anything else.
+        unk_penalty: subtracted from ``<unk>``'s log-prob.
+        no_repeat_ngram_size: ban tokens that would repeat an n-gram (the leading ``<s>`` counts).
+        sampling_topk / sampling_topp: restrict sampling to the k most likely tokens / the nucleus of mass p
+            (-1 disables).
+        seed: sampling seed; input ``i`` of a call draws from a generator seeded ``seed + i``, so a batch gives
+            the same samples as single calls with seeds ``seed``, ``seed + 1``, ...
+        ban_special_until_max_len: ban ids 0-3 before the last step (OFA's image-code generation).
+        processors: logits processors applied before the log-softmax (constraints, see
+            :mod:`ofa.generation.processors`), in order.
+        return_all: return every finalized hypothesis (``beam_size`` per input); else only the best.
+    """
+
+    strategy: Strategy = "beam"
+    beam_size: int = 5
+    max_len_a: float = 0.0
+    max_len_b: int = 200
+    min_len: int = 1
+    normalize_scores: bool = True
+    len_penalty: float = 1.0
+    temperature: float = 1.0
+    unk_penalty: float = 0.0
+    no_repeat_ngram_size: int = 0
+    sampling_topk: int = -1
+    sampling_topp: float = -1.0
+    seed: int | None = None
+    ban_special_until_max_len: bool = False
+    processors: tuple[Any, ...] = field(default_factory=tuple)
+    return_all: bool = True
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("beam", "greedy", "sample"):
+            raise GenerationError(f"strategy {self.strategy!r} is not one of 'beam', 'greedy', 'sample'")
+        if not isinstance(self.beam_size, int) or self.beam_size < 1:
+            raise GenerationError(f"beam_size ({self.beam_size}) must be an integer >= 1")
+        if self.strategy == "greedy" and self.beam_size != 1:
+            object.__setattr__(self, "beam_size", 1)
+        if self.max_len_a < 0 or self.max_len_b < 0:
+            raise GenerationError(f"max_len_a ({self.max_len_a}) and max_len_b ({self.max_len_b}) must be >= 0")
+        if self.min_len < 0:
+            raise GenerationError(f"min_len ({self.min_len}) must be >= 0")
+        if self.max_len_a == 0 and self.min_len > self.max_len_b:
+            raise GenerationError(f"min_len ({self.min_len}) is larger than max_len ({self.max_len_b})")
+        if self.max_len_a == 0 and self.max_len_b < 1:
+            raise GenerationError(f"max_len_b ({self.max_len_b}) must be >= 1")
+        if not self.temperature > 0:
+            raise GenerationError(f"temperature ({self.temperature}) must be > 0")
+        if self.len_penalty < 0:
+            raise GenerationError(f"len_penalty ({self.len_penalty}) must be >= 0")
+        if self.no_repeat_ngram_size < 0:
+            raise GenerationError(f"no_repeat_ngram_size ({self.no_repeat_ngram_size}) must be >= 0")
+        if self.sampling_topk == 0 or self.sampling_topk < -1:
+            raise GenerationError(f"sampling_topk ({self.sampling_topk}) must be -1 (off) or >= 1")
+        if self.sampling_topp != -1.0 and not 0.0 < self.sampling_topp <= 1.0:
+            raise GenerationError(f"sampling_topp ({self.sampling_topp}) must be -1 (off) or in (0, 1]")
+        if (self.sampling_topk > 0 or self.sampling_topp > 0) and self.strategy != "sample":
+            raise GenerationError("sampling_topk / sampling_topp need strategy='sample'")
+        processors = tuple(self.processors) if isinstance(self.processors, Sequence) else (self.processors,)
+        for p in processors:
+            if not callable(p):
+                raise GenerationError(f"processor {p!r} is not callable (input_ids, scores) -> scores")
+        object.__setattr__(self, "processors", processors)
+
+    def max_len(self, src_len: int, max_positions: int) -> int:
+        """Tokens that may precede the forced final eos for a source of ``src_len`` (padded) tokens."""
+        limit = int(self.max_len_a * src_len + self.max_len_b)
+        max_len = min(limit, max_positions - 1)
+        if self.min_len > max_len:
+            raise GenerationError(f"min_len ({self.min_len}) is larger than max_len ({max_len}) for this input")
+        return max_len
+
+    def replace(self, **changes: Any) -> "GenerationConfig":
+        """A copy with fields changed (validated again); unknown names raise :class:`GenerationError`."""
+        valid = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - valid)
+        if unknown:
+            raise GenerationError(f"unknown generation setting(s) {unknown}; valid: {sorted(valid)}")
+        return dataclasses.replace(self, **changes)
