@@ -70,7 +70,8 @@ def _caption(rng: random.Random) -> str:
         return f"a {rng.choice(_COLOURS)} {rng.choice(_THINGS)} on the {rng.choice(_POSITIONS)} of the picture"
     if kind == 3:
         return f"the {rng.choice(_ANIMALS)} is {rng.choice(_PLACES)} next to a {rng.choice(_COLOURS)} {_noun(rng)}"
-    return f"{rng.choice(_NUMBERS)} {rng.choice(_PEOPLE)} {rng.choice(_ACTIONS)} {rng.randint(2, 99)} {_plural(_noun(rng))}"
+    who = f"{rng.choice(_NUMBERS)} {rng.choice(_PEOPLE)} {rng.choice(_ACTIONS)}"
+    return f"{who} {rng.randint(2, 99)} {_plural(_noun(rng))}"
 
 
 def build_corpus(num_sentences: int = 800, seed: int = SEED) -> list[str]:

@@ -28,6 +28,7 @@ import math
 import numbers
 import operator
 from collections.abc import Sequence
+
 import torch
 
 from ofa.errors import TokenizationError
@@ -74,7 +75,9 @@ def _box(box_xyxy: object) -> tuple[float, float, float, float]:
 
 
 def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+        math.isfinite(float(value)) and float(value) > 0
+    ):
         raise TokenizationError(f"{name} ({value!r}) must be a finite number > 0")
     return float(value)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import itertools
 import json
 import logging
 import operator
@@ -132,6 +133,7 @@ class ByteLevelBPE:
                     f"BPE merge #{rank} ({a!r}, {b!r}) produces {a + b!r}, which is not in the encoder"
                 )
             self._ranks.setdefault((a, b), rank)
+        self._max_id = max(self._decoder)
         self._byte_decoder = _byte_decoder()
         self._make_cache()
 
@@ -225,7 +227,7 @@ class ByteLevelBPE:
     @property
     def max_id(self) -> int:
         """The largest GPT-2 id."""
-        return max(self._decoder)
+        return self._max_id
 
     def token_to_id(self, token: str) -> int:
         """The GPT-2 id of a token string (in byte-table characters, e.g. ``"Ġthe"``).
@@ -258,7 +260,7 @@ class ByteLevelBPE:
         ranks = self._ranks
         while len(symbols) > 1:
             best_rank, best = None, None
-            for pair in zip(symbols, symbols[1:]):
+            for pair in itertools.pairwise(symbols):
                 r = ranks.get(pair)
                 if r is not None and (best_rank is None or r < best_rank):
                     best_rank, best = r, pair
@@ -370,7 +372,7 @@ def _parse_merges(text: str, source: str) -> list[tuple[str, str]]:
 
 
 def _pairs(word: Sequence[str]) -> Counter[tuple[str, str]]:
-    return Counter(zip(word, word[1:]))
+    return Counter(itertools.pairwise(word))
 
 
 def _merge_word(word: Sequence[str], a: str, b: str) -> list[str]:

@@ -31,7 +31,7 @@ def grid_shape(grid_size: GridSize) -> tuple[int, int]:
         if isinstance(grid_size, Sequence) and not isinstance(grid_size, str):
             rows, cols = (operator.index(v) for v in grid_size)
         else:
-            rows = cols = operator.index(grid_size)  # type: ignore[arg-type]
+            rows = cols = operator.index(grid_size)
     except (TypeError, ValueError):
         raise TokenizationError(f"grid_size ({grid_size!r}) must be an int or a (rows, cols) pair of ints") from None
     if rows <= 0 or cols <= 0 or isinstance(grid_size, bool):

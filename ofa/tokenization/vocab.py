@@ -165,8 +165,11 @@ class UnifiedVocab:
         p = Path(path)
         if not p.is_file():
             raise TokenizationError(f"dictionary file {str(p)!r} does not exist")
+        lines = p.read_text(encoding="utf-8").split("\n")  # "\n" only, as fairseq reads the file
+        if lines and lines[-1] == "":
+            lines.pop()
         return cls.from_dict_lines(
-            p.read_text(encoding="utf-8").splitlines(),
+            lines,
             num_codes=num_codes,
             num_bins=num_bins,
             max_text_symbols=max_text_symbols,
