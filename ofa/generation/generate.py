@@ -59,7 +59,7 @@ def _check_prefix(prefix_tokens: torch.Tensor | None, batch: int, vocab_size: in
 
 
 class _Decoder:
-    """Runs the model one step at a time for the loop, keeping the cache and the per-step bookkeeping."""
+    """Runs the model one step at a time for the loop through the KV cache."""
 
     def __init__(self, model: Any, encoder_out: Any, num_rows: int, code_masks: torch.Tensor | None) -> None:
         self.model = model
@@ -67,6 +67,39 @@ class _Decoder:
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.decode_step(tokens, self.cache)[:, -1, :]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.cache.reorder(rows)
+
+    def select_sources(self, sources: torch.Tensor, rows: torch.Tensor) -> None:
+        self.cache.select_sources(sources, rows)
+
+
+class _RecomputeDecoder:
+    """Baseline without a cache: every step re-runs the decoder over the whole prefix of every beam, against
+    an encoder output copied per beam. Same results as :class:`_Decoder`; used to measure what the cache buys."""
+
+    def __init__(self, model: Any, encoder_out: Any, num_rows: int, code_masks: torch.Tensor | None) -> None:
+        self.model = model
+        group = num_rows // encoder_out.batch_size
+        index = torch.arange(encoder_out.batch_size, device=encoder_out.hidden.device).repeat_interleave(group)
+        self.encoder_out = encoder_out.index_select(index)
+        self.code_masks = code_masks
+        self.history: torch.Tensor | None = None
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.history = tokens if self.history is None else torch.cat([self.history, tokens], dim=1)
+        return self.model.decode(self.history, self.encoder_out, code_masks=self.code_masks).logits[:, -1, :]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        assert self.history is not None
+        self.history = self.history.index_select(0, rows)
+        if self.code_masks is not None:
+            self.code_masks = self.code_masks.index_select(0, rows)
+
+    def select_sources(self, sources: torch.Tensor, rows: torch.Tensor) -> None:
+        self.encoder_out = self.encoder_out.index_select(rows)
+        self.reorder(rows)
 
 
 def _apply_logits_processors(config: GenerationConfig, logits: torch.Tensor, tokens: torch.Tensor,
@@ -98,6 +131,7 @@ def generate(
     encoder_out: Any = None,
     pad_id: int | None = None,
     on_step: Callable[[int], None] | None = None,
+    use_cache: bool = True,
 ) -> list[list[Hypothesis]]:
     """Decode a batch with beam search, greedy search or sampling (``config.strategy``).
 
@@ -111,6 +145,8 @@ def generate(
         code_masks: ``[b]`` bool, inputs whose outputs are image codes (the decoder's code path).
         encoder_out: reuse an encoder output instead of encoding ``src_tokens`` again.
         on_step: called with the step index after every step (progress reporting).
+        use_cache: decode incrementally with the KV cache (default). False re-runs the decoder over the whole
+            prefix at every step, a slow baseline that gives the same tokens.
 
     Returns:
         per input, the finished hypotheses best first (``beam_size`` of them, or 1 without ``return_all``).
@@ -135,7 +171,7 @@ def generate(
         if code_masks.shape != (bsz,):
             raise InputError(f"code_masks must have shape [{bsz}], got {tuple(code_masks.shape)}")
         code_masks = code_masks.bool().to(device).repeat_interleave(beam)
-    decoder = _Decoder(model, encoder_out, bsz * beam, code_masks)
+    decoder = (_Decoder if use_cache else _RecomputeDecoder)(model, encoder_out, bsz * beam, code_masks)
 
     sampling = config.strategy == "sample"
     generators: list[torch.Generator | None] = []
@@ -170,12 +206,12 @@ def generate(
                 # Indices were computed in the shrunk batch; map them back to the rows the cache still holds.
                 corr = batch_idxs - torch.arange(batch_idxs.numel(), device=device)
                 reorder_rows = (reorder_rows.view(-1, beam) + corr.unsqueeze(-1) * beam).view(-1)
-                decoder.cache.select_sources(batch_idxs, reorder_rows)
+                decoder.select_sources(batch_idxs, reorder_rows)
                 original_idx = original_idx[batch_idxs]
                 if sampling:
                     generators = [generators[i] for i in batch_idxs.tolist()]
             else:
-                decoder.cache.reorder(reorder_rows)
+                decoder.reorder(reorder_rows)
 
         logits = decoder.step(tokens[:, step:step + 1]).float()
         prefix_lengths = None

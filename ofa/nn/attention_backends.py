@@ -48,11 +48,18 @@ def eager_attention(
     dropout_p: float = 0.0,
     return_weights: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Reference implementation: fp32 softmax of ``q @ k^T + bias``. Optionally returns the probabilities."""
+    """Reference implementation: fp32 softmax of ``q @ k^T + bias``. Optionally returns the probabilities.
+
+    A query whose keys are all masked (``-inf``) gets zero probabilities and a zero output, as SDPA gives,
+    rather than NaN.
+    """
     logits = torch.matmul(q, k.transpose(-1, -2))
     if bias is not None:
         logits = logits + bias
-    probs = torch.softmax(logits.float(), dim=-1).to(q.dtype)
+    probs = torch.softmax(logits.float(), dim=-1)
+    if bias is not None:
+        probs = probs.masked_fill(torch.isneginf(logits).all(dim=-1, keepdim=True), 0.0)
+    probs = probs.to(q.dtype)
     weights = probs if return_weights else None
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p)

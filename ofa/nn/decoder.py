@@ -15,10 +15,10 @@ from torch import nn
 
 from ofa.nn.embeddings import gather_rel_bias, project_positions
 from ofa.nn.encoder import EncoderOutput
-from ofa.nn.layers import DecoderLayer
+from ofa.nn.layers import DecoderLayer, KVBuffer
 from ofa.nn.rel_pos import image_bucket_index, token_rel_positions
 
-__all__ = ["CrossState", "DecoderCache", "DecoderOutput", "OFADecoder"]
+__all__ = ["CrossState", "DecoderCache", "DecoderOutput", "OFADecoder", "PositionTables"]
 
 
 @dataclass
@@ -47,6 +47,21 @@ class CrossState:
         )
 
 
+class PositionTables:
+    """Everything about decoder positions that does not depend on the tokens, for positions ``[0, capacity)``.
+
+    Per mode (text / image code): the per-layer self-attention bias (absolute + relative, ``[h, C, C]``) and
+    the scaled cross-attention position queries ``[1, h, C, d]``. Built once per :class:`DecoderCache` (and
+    grown when decoding runs past ``capacity``), so a decoding step only slices it.
+    """
+
+    def __init__(self, capacity: int, self_bias: dict[bool, list[torch.Tensor]],
+                 cross_q: dict[bool, torch.Tensor]) -> None:
+        self.capacity = capacity
+        self.self_bias = self_bias
+        self.cross_q = cross_q
+
+
 @dataclass
 class DecoderCache:
     """Incremental-decoding state for ``n = b * g`` decoder rows over ``b`` encoder sources.
@@ -57,14 +72,18 @@ class DecoderCache:
     Attributes:
         cross: the per-source cross-attention state.
         code_masks: ``[n]`` bool, True for rows decoding image codes.
-        self_kv: per layer ``(keys, values)`` ``[n, h, t, d]`` (empty before the first step).
-        tokens: ``[n, t]`` every token fed so far (for positions and key padding).
+        kv: per layer, the self-attention key/value buffer.
+        length: tokens fed so far.
+        key_padding: ``[n, length]`` bool, True at pad tokens fed so far (None while no pad was fed).
+        tables: position tables for the modes in use (built on the first step).
     """
 
     cross: CrossState
     code_masks: torch.Tensor
-    self_kv: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    tokens: torch.Tensor | None = None
+    kv: list[KVBuffer] = field(default_factory=list)
+    length: int = 0
+    key_padding: torch.Tensor | None = None
+    tables: PositionTables | None = None
 
     @property
     def num_rows(self) -> int:
@@ -74,16 +93,16 @@ class DecoderCache:
     def group_size(self) -> int:
         return self.num_rows // self.cross.batch_size
 
-    @property
-    def length(self) -> int:
-        return 0 if self.tokens is None else self.tokens.shape[1]
-
     def reorder(self, row_index: torch.Tensor) -> None:
         """Reorder rows (beam search); each new row must come from the same source as the row it replaces."""
+        if row_index.shape[0] == self.num_rows and torch.equal(
+                row_index, torch.arange(self.num_rows, device=row_index.device)):
+            return  # nothing moves (e.g. sampling): skip copying the history
         self.code_masks = self.code_masks.index_select(0, row_index)
-        self.self_kv = [(k.index_select(0, row_index), v.index_select(0, row_index)) for k, v in self.self_kv]
-        if self.tokens is not None:
-            self.tokens = self.tokens.index_select(0, row_index)
+        for buffer in self.kv:
+            buffer.index_select(row_index)
+        if self.key_padding is not None:
+            self.key_padding = self.key_padding.index_select(0, row_index)
 
     def select_sources(self, source_index: torch.Tensor, row_index: torch.Tensor) -> None:
         """Keep only some sources (finished sentences leave the batch) and the matching rows."""
@@ -195,6 +214,28 @@ class OFADecoder(nn.Module):
             return self.image_pos_ln(self.embed_image_positions(self.image_position_idx[:length]))
         return self.pos_ln(self.embed_positions.weight[:length])
 
+    def position_tables(self, capacity: int, modes: list[bool], dtype: torch.dtype) -> PositionTables:
+        """Build the token-independent position biases for positions ``[0, capacity)`` (see :class:`PositionTables`)."""
+        device = self.embed_positions.weight.device
+        positions = torch.arange(capacity, device=device)
+        self_bias: dict[bool, list[torch.Tensor]] = {}
+        cross_q: dict[bool, torch.Tensor] = {}
+        for mode in modes:
+            pos = self._mode_positions(capacity, mode).unsqueeze(0)  # [1, C, D]
+            q = project_positions(self.self_pos_q_linear, pos, self.num_heads, self.scaling)
+            k = project_positions(self.self_pos_k_linear, pos, self.num_heads)
+            absolute = torch.matmul(q, k.transpose(-1, -2))[0]  # [h, C, C]
+            if mode:
+                ids = self.image_position_idx[:capacity]
+                index = image_bucket_index(ids, ids, self.image_bucket_size)
+                tables = self.image_rel_pos_table_list
+            else:
+                index = token_rel_positions(positions, positions, self.token_bucket_size)
+                tables = self.token_rel_pos_table_list
+            self_bias[mode] = [(absolute + gather_rel_bias(table, index)).to(dtype) for table in tables]
+            cross_q[mode] = project_positions(self.cross_pos_q_linear, pos, self.num_heads, self.scaling).to(dtype)
+        return PositionTables(capacity, self_bias, cross_q)
+
     def _modes(self, code_masks: torch.Tensor) -> list[bool]:
         if code_masks.all():
             return [True]
@@ -229,11 +270,11 @@ class OFADecoder(nn.Module):
         n, t = tokens.shape
         past = 0 if cache is None else cache.length
         total = past + t
-        all_tokens = tokens if cache is None or cache.tokens is None else torch.cat([cache.tokens, tokens], dim=1)
         device = tokens.device
         b = cross.batch_size
         g = n // b
         modes = self._modes(code_masks)
+        dtype = cross.pos_keys.dtype
 
         # Embedding: text or code LayerNorm per row; no type embedding and no position added to the input.
         embedded = self.embed_tokens(tokens)
@@ -242,64 +283,78 @@ class OFADecoder(nn.Module):
         })
         x = F.dropout(x, p=self.dropout, training=self.training)
 
-        # Position biases, shared by all layers: [1 or n, h, t, total] self and [1 or n, h, t, d] cross queries.
-        self_abs: dict[bool, torch.Tensor] = {}
-        cross_q: dict[bool, torch.Tensor] = {}
-        for mode in modes:
-            pos = self._mode_positions(total, mode).unsqueeze(0)  # [1, total, D]
-            q = project_positions(self.self_pos_q_linear, pos[:, past:], self.num_heads, self.scaling)
-            k = project_positions(self.self_pos_k_linear, pos, self.num_heads)
-            self_abs[mode] = torch.matmul(q, k.transpose(-1, -2))
-            cross_q[mode] = project_positions(self.cross_pos_q_linear, pos[:, past:], self.num_heads, self.scaling)
-        cq = self._select(code_masks, cross_q).expand(n, -1, -1, -1)  # [n, h, t, d]
-        heads, d = cq.shape[1], cq.shape[3]
-        cq = cq.reshape(b, g, heads, t, d).transpose(1, 2).reshape(b, heads, g * t, d)
-        cross_bias = torch.matmul(cq, cross.pos_keys.transpose(-1, -2)) + cross.pad_bias  # [b, h, g*t, s]
+        if cache is None:
+            tables = self.position_tables(total, modes, dtype)
+        else:
+            tables = cache.tables
+            if tables is None or tables.capacity < total or any(m not in tables.cross_q for m in modes):
+                limit = min([self.max_code_length if m else self.embed_positions.num_embeddings for m in modes])
+                capacity = min(max(total, 32 if tables is None else 2 * tables.capacity), limit)
+                tables = cache.tables = self.position_tables(capacity, modes, dtype)
 
-        query_pos = torch.arange(past, total, device=device)
-        key_pos = torch.arange(total, device=device)
-        mask = torch.zeros(t, total, dtype=x.dtype, device=device).masked_fill(
-            key_pos[None, :] > query_pos[:, None], float("-inf"))
-        key_pad = all_tokens.eq(self.pad_id)
-        if key_pad.any():
-            mask = mask + torch.zeros(n, 1, 1, total, dtype=x.dtype, device=device).masked_fill(
-                key_pad[:, None, None, :], float("-inf"))
-        rel_index: dict[bool, torch.Tensor] = {}
-        for mode in modes:
-            if mode:
-                ids = self.image_position_idx
-                rel_index[mode] = image_bucket_index(ids[past:total], ids[:total], self.image_bucket_size)
-            else:
-                rel_index[mode] = token_rel_positions(query_pos, key_pos, self.token_bucket_size)
+        # Cross-attention position bias [b, h, g*t (or 1 when t == 1), s]: queries depend on the position only.
+        cq = self._select(code_masks, {m: tables.cross_q[m][:, :, past:total] for m in modes})
+        if cq.shape[0] == 1 and (t == 1 or g == 1):
+            cross_bias = torch.matmul(cq, cross.pos_keys.transpose(-1, -2))  # [b, h, t, s]
+        else:
+            cq = cq.expand(n, -1, -1, -1)
+            heads, d = cq.shape[1], cq.shape[3]
+            cq = cq.reshape(b, g, heads, t, d).transpose(1, 2).reshape(b, heads, g * t, d)
+            cross_bias = torch.matmul(cq, cross.pos_keys.transpose(-1, -2))
+        cross_bias = cross_bias + cross.pad_bias
+
+        # Causal mask (only needed within the new tokens) and key padding.
+        mask: torch.Tensor | None = None
+        if t > 1:
+            query_pos = torch.arange(past, total, device=device)
+            key_pos = torch.arange(total, device=device)
+            mask = torch.zeros(t, total, dtype=x.dtype, device=device).masked_fill(
+                key_pos[None, :] > query_pos[:, None], float("-inf"))
+        new_pad = tokens.eq(self.pad_id)
+        key_padding = None if cache is None else cache.key_padding
+        if key_padding is not None or bool(new_pad.any()):
+            if key_padding is None:
+                key_padding = torch.zeros(n, past, dtype=torch.bool, device=device)
+            key_padding = torch.cat([key_padding, new_pad], dim=1)
+            pad_bias = torch.zeros(n, 1, 1, total, dtype=x.dtype, device=device).masked_fill(
+                key_padding[:, None, None, :], float("-inf"))
+            mask = pad_bias if mask is None else mask + pad_bias
+        if cache is not None:
+            cache.key_padding = key_padding
+            if not cache.kv:
+                cache.kv = [KVBuffer() for _ in self.layers]
 
         states = [x] if return_states else None
-        new_kv = []
         weights = None
         for index, layer in enumerate(self.layers):
-            rel = {
-                mode: self_abs[mode] + gather_rel_bias(
-                    (self.image_rel_pos_table_list if mode else self.token_rel_pos_table_list)[index],
-                    rel_index[mode])
-                for mode in modes
-            }
-            self_bias = self._select(code_masks, rel).to(x.dtype) + mask
-            past_kv = cache.self_kv[index] if cache is not None and cache.self_kv else None
+            self_bias = self._select(code_masks, {
+                m: tables.self_bias[m][index][None, :, past:total, :total] for m in modes})
+            if mask is not None:
+                self_bias = self_bias + mask
             need = return_cross_attention and index == len(self.layers) - 1
-            x, kv, weights_l = layer(x, self_bias=self_bias, past_kv=past_kv, cross_kv=cross.kv[index],
-                                     cross_bias=cross_bias, need_weights=need)
-            new_kv.append(kv)
+            x, weights_l = layer(x, self_bias=self_bias, kv_cache=None if cache is None else cache.kv[index],
+                                 cross_kv=cross.kv[index], cross_bias=cross_bias, need_weights=need)
             if need:
                 weights = weights_l
             if states is not None:
                 states.append(x)
         if cache is not None:
-            cache.self_kv = new_kv
-            cache.tokens = all_tokens
+            cache.length = total
         features = self.layer_norm(x)
-        logits = self.output_projection(features)
         return DecoderOutput(
-            logits=logits,
+            logits=self.project(features),
             features=features,
             states=states,
             cross_attention=None if weights is None else weights.mean(dim=1),
         )
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits ``[..., V]`` through the tied output embedding (no bias)."""
+        weight = self.output_projection.weight
+        flat = features.reshape(-1, features.shape[-1])
+        if flat.shape[0] <= 256:
+            # For few rows, W @ x^T streams the [V, D] weight far faster than x @ W^T (3x on CPU for 5 rows).
+            logits = torch.matmul(weight, flat.t()).t()
+        else:
+            logits = F.linear(flat, weight)
+        return logits.reshape(*features.shape[:-1], weight.shape[0])

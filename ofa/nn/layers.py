@@ -16,7 +16,7 @@ from torch import nn
 from ofa.nn.attention import MultiheadAttention
 from ofa.nn.drop_path import DropPath
 
-__all__ = ["FeedForward", "EncoderLayer", "DecoderLayer", "CrossAttentionKV"]
+__all__ = ["FeedForward", "EncoderLayer", "DecoderLayer", "CrossAttentionKV", "KVBuffer"]
 
 
 def _gelu_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -146,30 +146,30 @@ class DecoderLayer(nn.Module):
         x: torch.Tensor,
         *,
         self_bias: torch.Tensor,
-        past_kv: tuple[torch.Tensor, torch.Tensor] | None,
+        kv_cache: "KVBuffer | None",
         cross_kv: CrossAttentionKV,
         cross_bias: torch.Tensor,
         need_weights: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the layer on ``t`` new positions of ``n = b * g`` rows (``g`` rows per encoder source).
 
         Args:
             x: ``[n, t, D]`` the new positions.
-            self_bias: ``[n, h, t, past + t]`` causal + padding + position bias.
-            past_kv: cached self-attention keys/values ``[n, h, past, d]`` or None.
+            self_bias: ``[n or 1, h, t, past + t]`` causal + padding + position bias.
+            kv_cache: self-attention keys/values of the ``past`` positions, extended in place; None for
+                teacher forcing (no past).
             cross_kv: encoder keys/values ``[b, h, s, d]``, computed once per source.
-            cross_bias: ``[b, h, g * t, s]`` cross position bias + encoder padding.
+            cross_bias: ``[b, h, g * t or 1, s]`` cross position bias + encoder padding.
             need_weights: return the cross-attention probabilities ``[n, h, t, s]``.
 
         Returns:
-            ``(x [n, t, D], (keys, values) [n, h, past + t, d] to cache, cross weights or None)``.
+            ``(x [n, t, D], cross weights or None)``.
         """
         attn = self.self_attn
         h = self.self_attn_layer_norm(x)
         k, v = attn.project_key_value(h)
-        if past_kv is not None:
-            k = torch.cat([past_kv[0], k], dim=2)
-            v = torch.cat([past_kv[1], v], dim=2)
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)
         h, _ = attn.attend(attn.project_query(h), k, v, self_bias)
         x = self._residual(x, h, self.self_attn_ln)
 
@@ -188,4 +188,47 @@ class DecoderLayer(nn.Module):
 
         h = FeedForward.run(self, self.final_layer_norm(x))
         h = F.dropout(h, p=self.dropout, training=self.training)
-        return x + self.drop_path(h), (k, v), weights
+        return x + self.drop_path(h), weights
+
+
+class KVBuffer:
+    """Growable self-attention key/value store of one decoder layer, ``[n, h, capacity, d]``.
+
+    Appending writes in place (capacity doubles when full), so a long generation (1024 image codes) does not
+    copy the whole history at every step.
+    """
+
+    def __init__(self) -> None:
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add ``[n, h, t, d]`` keys/values; return views of all ``length + t`` of them."""
+        need = self.length + k.shape[2]
+        if self.keys is None or need > self.keys.shape[2]:
+            capacity = max(need, 16 if self.keys is None else 2 * self.keys.shape[2])
+            self.keys = self._grow(self.keys, k, capacity)
+            self.values = self._grow(self.values, v, capacity)
+        assert self.values is not None
+        self.keys[:, :, self.length:need] = k
+        self.values[:, :, self.length:need] = v
+        self.length = need
+        return self.keys[:, :, :need], self.values[:, :, :need]
+
+    def _grow(self, old: torch.Tensor | None, like: torch.Tensor, capacity: int) -> torch.Tensor:
+        n, h, _, d = like.shape
+        new = like.new_empty(n, h, capacity, d)
+        if old is not None and self.length:
+            new[:, :, :self.length] = old[:, :, :self.length]
+        return new
+
+    def index_select(self, index: torch.Tensor) -> None:
+        """Reorder / select rows (beam search)."""
+        if self.keys is None:
+            return
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = old.new_empty((index.shape[0],) + tuple(old.shape[1:]))
+            new[:, :, :self.length] = old[:, :, :self.length].index_select(0, index)
+            setattr(self, name, new)
