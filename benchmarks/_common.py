@@ -19,20 +19,48 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-class TorchCPUPeak:
-    """Peak bytes allocated by torch's CPU allocator inside a block, via the profiler-free memory stats when
-    available, else Python's tracemalloc is not meaningful for torch: fall back to RSS growth."""
+def _status_kb(field: str) -> float | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    except OSError:
+        return None
+    return None
 
-    def __enter__(self) -> "TorchCPUPeak":
+
+class PeakMemory:
+    """Peak memory of a block: the process's resident-set high-water mark (reset at entry through
+    ``/proc/self/clear_refs`` on Linux) and, on CUDA, the peak bytes allocated by torch.
+
+    ``rss_peak_mb`` is the whole process's peak while the block ran (model weights included);
+    ``rss_growth_mb`` is that peak minus the resident size at entry (the block's own working memory).
+    """
+
+    def __enter__(self) -> "PeakMemory":
         gc.collect()
-        self.start_rss = peak_rss_mb()
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+        self.start_mb = (_status_kb("VmRSS") or 0.0) / 1024
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.rss_peak_mb = peak_rss_mb()
+        hwm = _status_kb("VmHWM")
+        self.rss_peak_mb = hwm / 1024 if hwm is not None else peak_rss_mb()
+        self.rss_growth_mb = self.rss_peak_mb - self.start_mb
         self.cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+    def as_dict(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {"rss_peak_mb": round(self.rss_peak_mb, 1),
+                                        "rss_growth_mb": round(self.rss_growth_mb, 1)}
+        if self.cuda_peak_mb is not None:
+            out["cuda_peak_mb"] = round(self.cuda_peak_mb, 1)
+        return out
 
 
 def time_it(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> dict[str, float]:
