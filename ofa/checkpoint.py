@@ -246,6 +246,10 @@ def _count_indexed(state: Mapping[str, Any], prefix: str) -> int:
     return max(found) + 1 if found else 0
 
 
+def _any_key(state: Mapping[str, Any], suffixes: tuple[str, ...]) -> bool:
+    return any(k.endswith(suffixes) for k in state if k.startswith(("encoder.layers.", "decoder.layers.")))
+
+
 def _shape(state: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
     if key not in state:
         raise CheckpointError(f"checkpoint lacks {key!r}, needed to infer the architecture")
@@ -285,16 +289,21 @@ def infer_config(state: Mapping[str, torch.Tensor], stored: Mapping[str, Any] | 
         token_bucket_size=(token_rows + 1) // 2,
         image_bucket_size=image_bucket,
         max_positions=_shape(state, "encoder.embed_positions.weight")[0] - 2,
-        scale_attn="encoder.layers.0.attn_ln.weight" in state,
-        scale_fc="encoder.layers.0.ffn_layernorm.weight" in state,
-        scale_heads="encoder.layers.0.self_attn.c_attn" in state,
+        # Any layer decides, so that one lost key is reported as missing rather than flipping the architecture.
+        scale_attn=_any_key(state, (".attn_ln.weight", ".self_attn_ln.weight", ".cross_attn_ln.weight")),
+        scale_fc=_any_key(state, (".ffn_layernorm.weight",)),
+        scale_heads=_any_key(state, (".c_attn",)),
         layernorm_embedding="encoder.layernorm_embedding.weight" in state,
         patch_layernorm_embedding="encoder.patch_layernorm_embedding.weight" in state or resnet is None,
         code_layernorm_embedding="decoder.code_layernorm_embedding.weight" in state,
         add_type_embedding="encoder.type_embedding.weight" in state,
     )
     if "decoder.image_position_idx" in state:
-        grid = int(round(math.sqrt(state["decoder.image_position_idx"].shape[0] - 1 - 769)))
+        length = state["decoder.image_position_idx"].shape[0]
+        grid = int(round(math.sqrt(max(length - 1 - 769, 0))))
+        if grid < 1 or 1 + grid**2 + 769 != length:
+            raise CheckpointError(
+                f"decoder.image_position_idx has {length} entries, not 1 + grid**2 + 769 for a square code grid")
         values["code_image_size"] = 8 * grid
     elif stored.get("code_image_size"):
         values["code_image_size"] = int(stored["code_image_size"])
@@ -392,6 +401,22 @@ def load_state_dict_into(model: torch.nn.Module, state: Mapping[str, torch.Tenso
                 target.zero_()
 
 
+def _to_empty_keeping_ties(model: torch.nn.Module, device: str | torch.device) -> Any:
+    """``model.to_empty(device)``, then re-tie parameters shared by several modules (the tied embedding).
+
+    ``to_empty`` gives every module its own new tensor, which would silently untie ``output_projection``.
+    """
+    owners: dict[int, list[tuple[torch.nn.Module, str]]] = {}
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            owners.setdefault(id(param), []).append((module, name))
+    model = model.to_empty(device=device)
+    for (first, first_name), *others in owners.values():
+        for module, name in others:
+            setattr(module, name, getattr(first, first_name))
+    return model
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     *,
@@ -432,7 +457,7 @@ def load_checkpoint(
         config = with_overrides(config, overrides)
     with torch.device("meta"):
         model = build_ofa(config, attention_backend=attention_backend)
-    model = model.to_empty(device=map_location)
+    model = _to_empty_keeping_ties(model, map_location)
     model.decoder.image_position_idx.copy_(
         decoder_image_position_ids(config.code_grid_size, config.image_bucket_size))
     load_state_dict_into(model, state, strict=strict)

@@ -8,12 +8,33 @@ to rebuild the model.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ofa.errors import ConfigError
 
 __all__ = ["ResNetConfig", "OFAConfig", "with_overrides"]
+
+
+def _as_int(owner: str, name: str, value: Any) -> int:
+    # bool is an Integral too, but True as a width or a layer count is always a mistake.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{owner}.{name} ({value!r}) must be an integer, got {type(value).__name__}")
+    return int(value)
+
+
+def _as_float(owner: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{owner}.{name} ({value!r}) must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _as_bool(owner: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{owner}.{name} ({value!r}) must be True or False, got {type(value).__name__}")
+    return value
+
 
 _RESNET_DEPTHS: dict[str, tuple[int, int, int]] = {
     "resnet50": (3, 4, 6),
@@ -41,8 +62,13 @@ class ResNetConfig:
     frozen_bn: bool = False
 
     def __post_init__(self) -> None:
-        layers = tuple(int(n) for n in self.layers)
+        if isinstance(self.layers, (str, bytes)) or not isinstance(self.layers, (tuple, list)):
+            raise ConfigError(f"ResNetConfig.layers ({self.layers!r}) must be three positive block counts")
+        layers = tuple(_as_int("ResNetConfig", "layers", n) for n in self.layers)
         object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "width", _as_int("ResNetConfig", "width", self.width))
+        object.__setattr__(self, "drop_path_rate", _as_float("ResNetConfig", "drop_path_rate", self.drop_path_rate))
+        object.__setattr__(self, "frozen_bn", _as_bool("ResNetConfig", "frozen_bn", self.frozen_bn))
         if len(layers) != 3 or any(n < 1 for n in layers):
             raise ConfigError(f"ResNetConfig.layers ({self.layers}) must be three positive block counts")
         if self.width < 1:
@@ -135,7 +161,24 @@ class OFAConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.resnet, Mapping):
+            fields = {f.name for f in dataclasses.fields(ResNetConfig)}
+            bad = sorted(set(self.resnet) - fields)
+            if bad:
+                raise ConfigError(f"unknown resnet config key(s) {bad}; valid keys: {sorted(fields)}")
             object.__setattr__(self, "resnet", ResNetConfig(**self.resnet))
+        if self.resnet is not None and not isinstance(self.resnet, ResNetConfig):
+            raise ConfigError(f"resnet ({self.resnet!r}) must be a ResNetConfig, a dict of its fields or None")
+        # Types first, so that the range checks below compare numbers (a JSON string "768" fails here, named).
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", int):
+                object.__setattr__(self, f.name, _as_int("OFAConfig", f.name, value))
+            elif f.type in ("float", float):
+                object.__setattr__(self, f.name, _as_float("OFAConfig", f.name, value))
+            elif f.type in ("bool", bool):
+                object.__setattr__(self, f.name, _as_bool("OFAConfig", f.name, value))
+            elif f.type in ("str", str) and not isinstance(value, str):
+                raise ConfigError(f"OFAConfig.{f.name} ({value!r}) must be a string, got {type(value).__name__}")
         for name in ("vocab_size", "embed_dim", "num_heads", "ffn_dim", "max_positions"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} ({getattr(self, name)}) must be a positive integer")
@@ -162,6 +205,10 @@ class OFAConfig:
                 raise ConfigError(f"{name} ({value}) must be in [0, 1)")
         if self.attn_scale_factor <= 0:
             raise ConfigError(f"attn_scale_factor ({self.attn_scale_factor}) must be positive")
+        if self.patch_image_size < 1:
+            raise ConfigError(f"patch_image_size ({self.patch_image_size}) must be positive")
+        if self.init_std < 0:
+            raise ConfigError(f"init_std ({self.init_std}) must be non-negative")
         for name in ("pad_id", "bos_id", "eos_id"):
             if not 0 <= getattr(self, name) < self.vocab_size:
                 raise ConfigError(f"{name} ({getattr(self, name)}) must be in [0, vocab_size={self.vocab_size})")
@@ -220,8 +267,9 @@ class OFAConfig:
 def with_overrides(config: OFAConfig, overrides: Mapping[str, Any]) -> OFAConfig:
     """Return ``config`` with fields replaced; unknown keys raise :class:`ConfigError` listing the valid ones.
 
-    ``resnet`` may be given as a :class:`ResNetConfig`, a dict of its fields, a backbone name
-    (``"resnet101"``) or ``None``.
+    ``resnet`` may be given as a :class:`ResNetConfig`, a dict of its fields (merged into ``config.resnet``, so
+    ``{"drop_path_rate": 0.1}`` keeps the backbone's depth and width), a backbone name (``"resnet101"``) or
+    ``None``.
     """
     valid = {f.name for f in dataclasses.fields(OFAConfig)}
     unknown = sorted(set(overrides) - valid)
@@ -236,7 +284,8 @@ def with_overrides(config: OFAConfig, overrides: Mapping[str, Any]) -> OFAConfig
         bad = sorted(set(resnet) - fields)
         if bad:
             raise ConfigError(f"unknown resnet config key(s) {bad}; valid keys: {sorted(fields)}")
-        values["resnet"] = ResNetConfig(**resnet)
+        base = config.resnet if config.resnet is not None else ResNetConfig()
+        values["resnet"] = dataclasses.replace(base, **resnet)
     elif resnet is not None and not isinstance(resnet, ResNetConfig):
         raise ConfigError(f"resnet ({resnet!r}) must be a ResNetConfig, a dict, a backbone name or None")
     return dataclasses.replace(config, **values)

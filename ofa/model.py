@@ -138,7 +138,7 @@ class OFAModel(nn.Module):
             patch_images = self._check_images(patch_images, batch)
             if patch_masks is not None:
                 patch_masks = _check_mask("patch_masks", patch_masks, batch)
-        elif patch_masks is not None and bool(patch_masks.any()):
+        elif patch_masks is not None and bool(_check_mask("patch_masks", patch_masks, batch).any()):
             raise InputError("patch_masks marks images as present but patch_images is None")
         else:
             patch_masks = None
