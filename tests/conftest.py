@@ -1,0 +1,73 @@
+"""Shared fixtures: a fixed seed, the golden reference file, and small OFA models with lively weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+
+import ofa
+
+GOLDEN_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "golden_tiny.pt"
+
+
+@pytest.fixture
+def seed() -> int:
+    """Seed torch's global generator so random inputs are the same on every run."""
+    torch.manual_seed(0)
+    return 0
+
+
+@pytest.fixture
+def golden_path() -> Path:
+    """Path of the reference tensors from the original OFA (skips when the shared folder is absent)."""
+    if not GOLDEN_PATH.is_file():
+        pytest.skip(f"golden file {GOLDEN_PATH} is absent")
+    return GOLDEN_PATH
+
+
+@pytest.fixture(scope="session")
+def golden_data() -> dict[str, Any]:
+    """The golden file, loaded once per session (about a second)."""
+    if not GOLDEN_PATH.is_file():
+        pytest.skip(f"golden file {GOLDEN_PATH} is absent")
+    return torch.load(GOLDEN_PATH, map_location="cpu", weights_only=True)
+
+
+def lively_init_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Re-draw every parameter at O(1) scale (in place) and return the model.
+
+    The BERT init (std 0.02) makes logits nearly constant, so a wrong position index or mask would move them
+    by less than the 1e-5 tolerances the equivalence tests use. Like the golden file's init: matrices
+    N(0, 1/fan_in), biases N(0, 0.1^2), norm weights and per-head gains U(0.5, 1.5). Buffers are untouched.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():  # the tied embedding appears once
+            if param.dim() >= 2:
+                fan_in = param[0].numel()
+                param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
+            elif name.endswith("bias"):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+            else:
+                param.copy_(torch.rand(param.shape, generator=generator) + 0.5)
+    return model
+
+
+@pytest.fixture
+def make_model(seed: int) -> Callable[..., Any]:
+    """Factory: ``make_model(**overrides)`` builds an ``ofa-test`` model in eval mode with lively weights."""
+
+    def make(name: str = "ofa-test", attention_backend: str = "sdpa", **overrides: Any) -> Any:
+        model = ofa.build_model(name, attention_backend=attention_backend, **overrides)
+        return lively_init_(model).eval()
+
+    return make
+
+
+@pytest.fixture
+def test_model(make_model: Callable[..., Any]) -> Any:
+    """``ofa.build_model("ofa-test")`` in eval mode (2+2 layers, width 32, vocab 1024, tiny ResNet)."""
+    return make_model()
