@@ -15,6 +15,7 @@ __all__ = [
     "GenerationError",
     "PluginError",
     "PluginConflictError",
+    "DataError",
 ]
 
 
@@ -48,3 +49,7 @@ class PluginError(OFAError):
 
 class PluginConflictError(PluginError):
     """Two installed distributions register the same task name."""
+
+
+class DataError(OFAError, ValueError):
+    """A data file, row, record or image that cannot be read (bad base64, wrong column count, bad JSON, ...)."""
