@@ -30,10 +30,14 @@ class BoxPrediction:
 
 
 def location_constraint(vocab: Any) -> Any:
-    """The processor that restricts decoding to location tokens (ids 0-3 stay allowed, as in the reference)."""
+    """The processor that restricts decoding to location tokens and ``</s>`` (spec §5.2).
+
+    Unlike OFA's generic ``constraint_range`` (which keeps ids 0-3), ``<s>`` and ``<unk>`` are masked too: a
+    grounding output is four bins and eos, and any other token would make an unreadable box.
+    """
     from ofa.generation.processors import AllowedTokens
 
-    return AllowedTokens(vocab.bin_range())
+    return AllowedTokens(vocab.bin_range(), always=(vocab.eos_id,))
 
 
 def hypothesis_to_box(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
@@ -63,6 +65,10 @@ class GenerationConfig:
             raise GenerationError(f"beam_size ({self.beam_size}) must be an integer >= 1")
         if self.strategy == "greedy" and self.beam_size != 1:
             object.__setattr__(self, "beam_size", 1)
+        for name in ("max_len_a", "len_penalty", "temperature", "unk_penalty", "sampling_topp"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise GenerationError(f"{name} ({value!r}) must be a finite number")
         if self.max_len_a < 0 or self.max_len_b < 0:
             raise GenerationError(f"max_len_a ({self.max_len_a}) and max_len_b ({self.max_len_b}) must be >= 0")
         if self.min_len < 0:

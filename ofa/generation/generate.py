@@ -149,10 +149,12 @@ def generate(
             prefix at every step, a slow baseline that gives the same tokens.
 
     Returns:
-        per input, the finished hypotheses best first (``beam_size`` of them, or 1 without ``return_all``).
+        per input, the finished hypotheses best first: ``beam_size`` of them (fewer when the constraints admit
+        fewer outputs, e.g. a trie with fewer answers than beams), or 1 without ``return_all``.
 
     Raises:
-        GenerationError: constraints leave an input without any legal continuation.
+        GenerationError: the constraints leave an input without a legal continuation before any of its
+            hypotheses finished.
         InputError: malformed inputs.
     """
     config = config or GenerationConfig()
@@ -191,7 +193,6 @@ def generate(
     cands_to_ignore = torch.zeros(bsz, beam, dtype=torch.bool, device=device)
     finalized: list[list[Hypothesis]] = [[] for _ in range(bsz)]
     finished = [False] * bsz
-    num_remaining = bsz
     cand_size = 2 * beam
     bbsz_offsets = (torch.arange(bsz, device=device) * beam).unsqueeze(1)
     cand_offsets = torch.arange(cand_size, device=device)
@@ -252,13 +253,20 @@ def generate(
                 step, view, past, generators=generators, top_k=config.sampling_topk, top_p=config.sampling_topp)
         else:
             cand_scores, cand_indices, cand_beams = beam_step(step, view, past)
+        # An input whose candidates are all -inf can never finalise another hypothesis (scores only go down):
+        # the reference carries its dead beams to max_len and returns what it has, so it is done now (e.g. a
+        # trie with fewer answers than beams). With nothing finalised, no output satisfies the constraints.
         dead = torch.isinf(cand_scores).all(dim=1)  # only unfinished inputs remain in the batch
-        if bool(dead.any()):
-            which = int(original_idx[dead.nonzero()[0, 0]])
-            raise GenerationError(
-                f"the constraints leave no legal token for input {which} at step {step} "
-                f"({len(finalized[which])} of {beam} hypotheses finished); check the processors "
-                f"({list(config.processors)}), min_len ({config.min_len}) and max_len ({max_len})")
+        dead_sents: list[int] = []
+        for pos in dead.nonzero().view(-1).tolist():
+            which = int(original_idx[pos])
+            if not finalized[which]:
+                raise GenerationError(
+                    f"the constraints leave no legal token for input {which} at step {step} "
+                    f"(no hypothesis finished); check the processors ({list(config.processors)}), "
+                    f"min_len ({config.min_len}) and max_len ({max_len})")
+            finished[which] = True
+            dead_sents.append(pos)
         n_cand = cand_scores.shape[1]
         cand_bbsz_idx = cand_beams + bbsz_offsets
         eos_mask = cand_indices.eq(eos) & cand_scores.ne(_NEG_INF)
@@ -271,11 +279,13 @@ def generate(
             eos_scores = cand_scores[:, :top].masked_select(eos_mask[:, :top])
             finalized_sents = _finalize(step, eos_bbsz_idx, eos_scores, tokens, scores, finalized, finished, beam,
                                         max_len, original_idx, config, eos)
-            num_remaining -= len(finalized_sents)
-        if num_remaining == 0 or step >= max_len:
-            break
+        if dead_sents:
+            finalized_sents = sorted(set(finalized_sents) | set(dead_sents))
+        num_remaining = bsz - len(finalized_sents)
         if on_step is not None:
             on_step(step)
+        if num_remaining == 0 or step >= max_len:
+            break
 
         if finalized_sents:
             new_bsz = bsz - len(finalized_sents)
@@ -372,7 +382,12 @@ def greedy_decode(
         logits = model.decode_step(tokens[:, -1:], cache)[:, -1].float() / config.temperature
         logits = _apply_logits_processors(config, logits, tokens, StepContext(step=step))
         lprobs = torch.log_softmax(logits, dim=-1)
+        lprobs = lprobs.masked_fill(lprobs != lprobs, _NEG_INF)
         lprobs[:, cfg.pad_id] = _NEG_INF
+        if config.unk_penalty:
+            lprobs[:, 3] -= config.unk_penalty
+        if config.ban_special_until_max_len and step < max_len:
+            lprobs[:, :4] = _NEG_INF
         if step >= max_len:
             lprobs[:, :cfg.eos_id] = _NEG_INF
             lprobs[:, cfg.eos_id + 1:] = _NEG_INF

@@ -124,6 +124,9 @@ class TrieConstraint:
         prefix = None if context is None else context.prefix_lengths
         return scores.masked_fill(~self.allowed_mask(input_ids, scores.shape[-1], prefix), _NEG_INF)
 
+    def __repr__(self) -> str:
+        return f"TrieConstraint({len(self.trie)} answers, bos_id={self.bos_id})"
+
 
 class NoRepeatNGram:
     """Ban every token that would complete an n-gram already present in the row (``<s>`` included).
@@ -157,6 +160,9 @@ class NoRepeatNGram:
         scores[rows, banned] = _NEG_INF
         return scores
 
+    def __repr__(self) -> str:
+        return f"NoRepeatNGram({self.size})"
+
 
 class ExactLength:
     """Force exactly ``length`` tokens before eos (e.g. 4 location tokens for a box), on log-probs."""
@@ -178,3 +184,6 @@ class ExactLength:
         scores = torch.full_like(scores, _NEG_INF)
         scores[:, self.eos_id] = keep
         return scores
+
+    def __repr__(self) -> str:
+        return f"ExactLength({self.length}, eos_id={self.eos_id})"

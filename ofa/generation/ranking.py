@@ -28,8 +28,24 @@ class RankedCandidate:
     score: float
 
 
+def _is_sequence(x: Any) -> bool:
+    if isinstance(x, torch.Tensor):
+        return x.dim() >= 1
+    return isinstance(x, Sequence) and not isinstance(x, (str, bytes))
+
+
 def _as_lists(candidates: Sequence[Sequence[int]], vocab_size: int) -> list[list[int]]:
-    out = [list(map(int, c)) for c in candidates]
+    if not _is_sequence(candidates):
+        raise GenerationError(f"candidates must be lists of token ids, got {type(candidates).__name__}")
+    out = []
+    for i, c in enumerate(candidates):
+        if not _is_sequence(c):
+            raise GenerationError(f"candidate {i} ({c!r:.40}) is not a list of token ids; encode text with the "
+                                  "tokenizer first")
+        try:
+            out.append([int(t) for t in c])
+        except (TypeError, ValueError):
+            raise GenerationError(f"candidate {i} ({c!r:.40}) is not a list of token ids") from None
     if not out:
         raise GenerationError("the candidate list is empty")
     for i, c in enumerate(out):
@@ -75,8 +91,10 @@ def rank_candidates(
     if chunk_size < 1:
         raise GenerationError(f"chunk_size ({chunk_size}) must be >= 1")
     bsz = src_tokens.shape[0]
-    per_input = bool(candidates) and isinstance(candidates[0], Sequence) and bool(candidates[0]) \
-        and isinstance(candidates[0][0], Sequence)
+    # One list per input when the elements are lists of lists (an empty inner list marks it only if another
+    # element shows the nesting; a lone empty candidate is reported as such).
+    per_input = _is_sequence(candidates) and any(
+        _is_sequence(c) and len(c) > 0 and _is_sequence(c[0]) for c in candidates)
     if per_input:
         if len(candidates) != bsz:
             raise InputError(f"got candidate lists for {len(candidates)} inputs but {bsz} sources")

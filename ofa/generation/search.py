@@ -57,6 +57,9 @@ def sample_step(
         probs = probs.masked_fill(probs < kth, 0.0)
     if top_p > 0:
         probs = top_p_filter(probs, top_p)
+    # A row whose constraints allow nothing draws any token at log-prob -inf (as beam search would rank it), so
+    # the loop can report the input instead of torch.multinomial failing on an all-zero row.
+    probs = probs.masked_fill(probs.sum(dim=-1, keepdim=True) <= 0, 1.0)
     indices = torch.empty(bsz, beam, dtype=torch.long, device=lprobs.device)
     for i in range(bsz):
         rows = probs[i, :1].expand(beam, -1) if step == 0 else probs[i]
