@@ -190,6 +190,8 @@ class TrainerConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainerConfig":
+        """Build from a mapping; keys starting with ``_`` are comments and ignored, other unknown keys raise."""
+        data = {k: v for k, v in data.items() if not str(k).startswith("_")}
         unknown = sorted(set(data) - set(cls.valid_keys()))
         if unknown:
             raise ConfigError(f"unknown trainer config key(s) {unknown}; valid keys: {cls.valid_keys()}")
