@@ -24,6 +24,10 @@ __all__ = [
     "build_model",
     "list_models",
     "load_checkpoint",
+    "get_task",
+    "list_tasks",
+    "register_task",
+    "pipeline",
     "errors",
 ]
 
@@ -37,6 +41,9 @@ _LAZY = {
     "build_model": ("ofa.builders", "build_model"),
     "list_models": ("ofa.builders", "list_models"),
     "load_checkpoint": ("ofa.checkpoint", "load_checkpoint"),
+    "get_task": ("ofa.tasks", "get_task"),
+    "list_tasks": ("ofa.tasks", "list_tasks"),
+    "register_task": ("ofa.tasks", "register_task"),
     "errors": ("ofa.errors", None),
 }
 
@@ -46,7 +53,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from ofa.checkpoint import load_checkpoint
     from ofa.config import OFAConfig, ResNetConfig
     from ofa.model import OFAModel
+    from ofa.tasks import get_task, list_tasks, register_task
     from ofa.tokenization import OFATokenizer, UnifiedVocab
+
+# Bound now, not lazily: the function shares its name with its module, and importing the module ofa.pipeline
+# (``from ofa.pipeline import Pipeline``) sets ``ofa.pipeline`` to the module the first time. Importing it here,
+# before anything else can, leaves the function in place. ofa.pipeline itself imports torch only when used.
+from ofa.pipeline import pipeline  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:

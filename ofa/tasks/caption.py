@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Hashable, Sequence
 
 from ofa.errors import DataError
 from ofa.tasks.base import Example, Prediction, Sample
@@ -11,6 +11,7 @@ from ofa.tasks.common import BaseTask, require_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from ofa.generation.config import GenerationConfig
+    from ofa.metrics.caption import TokenizerName
     from ofa.tokenization import OFATokenizer
 
 __all__ = ["CaptionTask", "CaptionPrediction"]
@@ -49,7 +50,7 @@ class CaptionTask(BaseTask):
     instruction_text = " what does the image describe?"
 
     def __init__(self, image_size: int = 480, max_target_words: int = 20, beam_size: int = 5, max_len: int = 16,
-                 no_repeat_ngram_size: int = 3, tokenizer: str = "auto",
+                 no_repeat_ngram_size: int = 3, tokenizer: "TokenizerName" = "auto",
                  metrics: Sequence[str] = ("BLEU", "METEOR", "ROUGE_L", "CIDEr")) -> None:
         super().__init__(image_size)
         self.max_target_words = max_target_words
@@ -93,8 +94,8 @@ class CaptionTask(BaseTask):
     def score(self, preds: Sequence[Prediction], refs: Sequence[Example]) -> dict[str, float]:
         from ofa.metrics.caption import caption_scores
 
-        references = {str(ex.id): self.references(ex) for ex in refs}
-        candidates = {str(p.id): getattr(p, "text", "") for p in preds}
+        references: dict[Hashable, list[str]] = {str(ex.id): self.references(ex) for ex in refs}
+        candidates: dict[Hashable, str] = {str(p.id): str(getattr(p, "text", "")) for p in preds}
         return caption_scores(references, candidates, tokenizer=self.tokenizer, metrics=self.metrics)
 
     def parse_row(self, fields: Sequence[str]) -> Example:

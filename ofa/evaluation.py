@@ -1,0 +1,70 @@
+"""Evaluate a task on a data file: read examples (bad rows counted, logged, bounded), predict, score."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ofa.errors import DataError
+from ofa.tasks.base import Example, Prediction, Task
+
+__all__ = ["read_examples", "evaluate"]
+
+logger = logging.getLogger(__name__)
+
+
+def read_examples(path: str | Path, task: Task, *, fmt: str | None = None, image_root: str | Path | None = None,
+                  max_bad_rows: int = 100, limit: int | None = None,
+                  bad_rows: list[tuple[int, str]] | None = None) -> list[Example]:
+    """Parse a TSV (OFA layout of ``task``) or JSONL file into examples.
+
+    A row that cannot be parsed is logged with the file and line and skipped; more than ``max_bad_rows`` of
+    them raise :class:`DataError`.
+
+    Args:
+        bad_rows: if given, ``(line number, reason)`` of every skipped row is appended to it.
+    """
+    from ofa.data.jsonl import JSONLFile
+    from ofa.data.tsv import TSVFile
+
+    path = Path(path)
+    fmt = fmt or ("jsonl" if path.suffix in (".jsonl", ".json") else "tsv")
+    if fmt not in ("tsv", "jsonl"):
+        raise DataError(f"unknown data format {fmt!r}; accepted: 'tsv', 'jsonl'")
+    parse = getattr(task, "parse_row" if fmt == "tsv" else "parse_record", None)
+    if parse is None:
+        raise DataError(f"task {task.name!r} cannot read {fmt} files (it has no "
+                        f"{'parse_row' if fmt == 'tsv' else 'parse_record'})")
+    root = image_root if image_root is not None else path.parent
+    examples: list[Example] = []
+    bad = 0
+    with TSVFile(path) if fmt == "tsv" else JSONLFile(path) as reader:
+        for index in range(len(reader)):
+            if limit is not None and len(examples) >= limit:
+                break
+            try:
+                row = reader[index]
+                examples.append(parse(row) if fmt == "tsv" else parse(row, root))
+            except Exception as exc:  # any malformed row
+                bad += 1
+                line = reader.row_number(index)
+                reason = f"{type(exc).__name__}: {exc}"
+                logger.warning("skipping bad row %s:%d (%s)", path, line, reason)
+                if bad_rows is not None:
+                    bad_rows.append((line, reason))
+                if bad > max_bad_rows:
+                    raise DataError(f"{bad} bad rows in {path} (limit {max_bad_rows}); last: {exc}") from exc
+    if not examples:
+        raise DataError(f"{path} yielded no usable examples ({bad} bad rows)")
+    return examples
+
+
+def evaluate(task: Task, model: Any, tokenizer: Any, examples: list[Example], batch_size: int = 8,
+             progress: bool | None = None) -> tuple[dict[str, float], list[Prediction]]:
+    """Predict every example and score the predictions with the task's metric."""
+    from ofa.pipeline import Pipeline
+
+    runner = Pipeline(task, model, tokenizer, batch_size=batch_size, progress=progress)
+    predictions = runner.predict_examples(examples)
+    return task.score(predictions, examples), predictions
