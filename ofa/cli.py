@@ -93,6 +93,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from ofa.quickstart import QuickstartConfig, run_quickstart
+
+    config = QuickstartConfig(out=args.out, minutes=args.minutes, max_steps=args.steps, seed=args.seed,
+                              progress=not args.no_progress)
+    metrics = run_quickstart(config)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ofa", description="OFA: unified multimodal seq2seq models")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -131,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N examples")
     p.add_argument("--max-bad-rows", type=int, default=100)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("quickstart", help="generate a synthetic world, train a small OFA on it on the CPU, "
+                       "evaluate, and write metrics, plots and a checkpoint")
+    p.add_argument("--out", default="quickstart", help="output directory (default: ./quickstart)")
+    p.add_argument("--minutes", type=float, default=10.0, help="time budget of the whole run (default 10)")
+    p.add_argument("--steps", type=int, help="train exactly this many steps instead of sizing to --minutes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_quickstart)
     return parser
 
 

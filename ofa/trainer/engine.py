@@ -29,7 +29,6 @@ class Engine(Protocol):
     def no_sync(self, last_micro: bool) -> contextlib.AbstractContextManager[Any]: ...
     def backward(self, loss: torch.Tensor) -> None: ...
     def step(self) -> float: ...
-    def backward_skipped(self) -> None: ...
     def skip_step(self) -> None: ...
     def full_model(self) -> contextlib.AbstractContextManager[nn.Module]: ...
     def zero_grad(self) -> None: ...
@@ -39,42 +38,63 @@ class Engine(Protocol):
 
 
 class TorchEngine:
-    """Plain PyTorch: AdamW + polynomial schedule, gradient clipping, optional DDP across processes.
+    """Plain PyTorch: AdamW + polynomial schedule, gradient clipping, data parallel across processes.
+
+    With several processes the gradients of the whole global batch are summed with one flattened all-reduce
+    per step (plain ``torch.distributed``, gloo on CPU) before clipping, so every rank applies the same update
+    and a run on N processes follows the 1-process run with the same global batch. (DDP's bucketed overlap
+    would save time on GPUs but ties reduction to each backward, which the trainer's check-all-losses-first
+    step does not fit.)
 
     Args:
         model: the model (already on its device).
         optimizer / scheduler: see :mod:`ofa.trainer.optim`.
         clip_norm: max global gradient norm (0 = off).
-        world_size: processes in the run; with more than one the model is wrapped in DDP.
+        world_size: processes in the run.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: PolynomialDecay,
                  clip_norm: float, world_size: int = 1) -> None:
         self.model = model
+        self.module = model
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.clip_norm = clip_norm
         self.world_size = world_size
-        if world_size > 1:
-            device_ids = [model_device(model).index] if model_device(model).type == "cuda" else None
-            self.module: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
-                                                                         find_unused_parameters=True)
-        else:
-            self.module = model
 
     def loss_scale(self, total_tokens: float) -> float:
-        # DDP averages gradients over ranks; we want the sum over the global batch / its token count.
-        return self.world_size / max(total_tokens, 1.0)
+        # Gradients are summed over ranks: the update is the sum over the global batch / its token count.
+        return 1.0 / max(total_tokens, 1.0)
 
     def no_sync(self, last_micro: bool) -> contextlib.AbstractContextManager[Any]:
-        if self.world_size > 1 and not last_micro:
-            return self.module.no_sync()  # type: ignore[operator]
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 
+    def _all_reduce_grads(self) -> None:
+        import torch.distributed as dist
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        used = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+        dist.all_reduce(used, op=dist.ReduceOp.SUM)
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)  # unused on this rank (e.g. no image in its batch)
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for p, n_used in zip(params, used.tolist()):
+            n = p.numel()
+            if n_used:
+                p.grad.copy_(flat[offset:offset + n].view_as(p))
+            else:
+                p.grad = None  # unused on every rank: the optimizer skips it, as in a 1-process run
+            offset += n
+
     def step(self) -> float:
+        if self.world_size > 1:
+            self._all_reduce_grads()
         params = [p for p in self.model.parameters() if p.grad is not None]
         if self.clip_norm > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(params, self.clip_norm))
@@ -84,9 +104,6 @@ class TorchEngine:
         self.scheduler.step()
         self.zero_grad()
         return norm
-
-    def backward_skipped(self) -> None:
-        """A micro-batch whose loss was not finite: nothing to do (its backward is not run)."""
 
     def skip_step(self) -> None:
         """Drop the accumulated gradients without updating weights or the schedule."""

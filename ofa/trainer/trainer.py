@@ -312,23 +312,16 @@ class Trainer:
         if total_tokens <= 0:
             raise TrainingError(f"step {self.step}: the global batch has no target tokens")
         scale = self.engine.loss_scale(total_tokens)
-        loss_sum = 0.0
-        nll_sum = 0.0
-        finite = True
+        # Forward every micro-batch first and agree across ranks that all losses are finite: a non-finite
+        # step is then skipped before any gradient reaches the engine (and every rank skips it together).
+        outs: list[LossOutput] = []
         for i, work in enumerate(works):
-            last = i == len(works) - 1
-            with self.engine.no_sync(last):
-                out = self._loss(work)
-                ok = torch.tensor([1.0 if bool(torch.isfinite(out.loss)) else 0.0], device=self.dist.device)
-                if float(all_reduce_sum(ok)) < self.dist.world_size:
-                    finite = False
-                if finite:
-                    self.engine.backward(out.loss * scale)
-                else:
-                    self.engine.backward_skipped()
-            loss_sum += float(out.loss.detach())
-            nll_sum += float(out.nll_loss.detach())
-        if not finite:
+            with self.engine.no_sync(i == len(works) - 1):
+                outs.append(self._loss(work))
+        bad = torch.tensor([0.0 if all(bool(torch.isfinite(o.loss)) for o in outs) else 1.0],
+                           device=self.dist.device)
+        if float(all_reduce_sum(bad)) > 0:
+            del outs
             self.engine.skip_step()
             self.nan_steps += 1
             logger.warning("step %d: non-finite loss, step skipped (%d of at most %d)", self.step, self.nan_steps,
@@ -338,6 +331,14 @@ class Trainer:
                                     f"{cfg.max_nan_steps}); lower the learning rate or check the data")
             self.step += 1
             return None
+        loss_sum = 0.0
+        nll_sum = 0.0
+        for i, out in enumerate(outs):
+            with self.engine.no_sync(i == len(outs) - 1):
+                self.engine.backward(out.loss * scale)
+            loss_sum += float(out.loss.detach())
+            nll_sum += float(out.nll_loss.detach())
+        del outs
         grad_norm = self.engine.step()
         if self.ema is not None:
             self.ema.update(self.model)

@@ -1,0 +1,196 @@
+"""DeepSpeed ZeRO engine and the DeepSpeed config derived from :class:`~ofa.trainer.config.TrainerConfig`.
+
+``deepspeed`` is imported only when a :class:`DeepSpeedEngine` is built. On a machine without CUDA the engine
+selects DeepSpeed's CPU accelerator and the gloo backend, so ZeRO stages 0-3 run (slowly, for tests) on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from ofa.errors import ConfigError
+from ofa.trainer.config import BatchPlan, TrainerConfig
+from ofa.trainer.optim import PolynomialDecay, build_optimizer
+
+__all__ = ["deepspeed_config", "DeepSpeedEngine"]
+
+logger = logging.getLogger(__name__)
+
+# Keys whose values the trainer config owns: a user JSON may repeat them only with the same value.
+_OWNED = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+          "gradient_clipping")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def deepspeed_config(config: TrainerConfig, plan: BatchPlan, user: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The DeepSpeed JSON for a run. The batch arithmetic comes from ``plan`` (computed once); ``user`` (e.g.
+    the file named by ``config.deepspeed_config``) may override or add sections (ZeRO tuning, offload,
+    communication), and contradictions with the trainer config raise :class:`ConfigError`."""
+    if config.offload_params and config.zero_stage != 3:
+        raise ConfigError(f"offload_params needs zero_stage=3 (got {config.zero_stage})")
+    if config.offload_optimizer and config.zero_stage == 0:
+        raise ConfigError("offload_optimizer needs ZeRO (zero_stage 1-3)")
+    zero: dict[str, Any] = {"stage": config.zero_stage}
+    if config.zero_stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    if config.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if config.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    derived: dict[str, Any] = {
+        "train_batch_size": plan.global_batch,
+        "train_micro_batch_size_per_gpu": plan.micro_batch_size,
+        "gradient_accumulation_steps": plan.grad_accum,
+        "gradient_clipping": config.clip_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": config.precision == "bf16"},
+        "fp16": {"enabled": config.precision == "fp16", "loss_scale": 0, "loss_scale_window": 512,
+                 "initial_scale_power": 7, "min_loss_scale": 1},
+        # Our AdamW is a client optimizer (also with offload: DeepSpeed's CPU Adam would need a JIT build).
+        "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if not user:
+        return derived
+    for key in _OWNED:
+        if key in user and user[key] != derived[key]:
+            raise ConfigError(f"the DeepSpeed JSON sets {key}={user[key]!r} but the trainer config gives "
+                              f"{derived[key]!r}; change micro_batch_size / grad_accum / clip_norm instead")
+    user_stage = user.get("zero_optimization", {}).get("stage")
+    if user_stage is not None and user_stage != config.zero_stage:
+        raise ConfigError(f"the DeepSpeed JSON sets zero_optimization.stage={user_stage} but zero_stage="
+                          f"{config.zero_stage}")
+    for precision in ("bf16", "fp16"):
+        enabled = user.get(precision, {}).get("enabled")
+        if enabled is not None and bool(enabled) != (config.precision == precision):
+            raise ConfigError(f"the DeepSpeed JSON sets {precision}.enabled={enabled} but precision="
+                              f"{config.precision!r}")
+    if "optimizer" in user or "scheduler" in user:
+        raise ConfigError("the DeepSpeed JSON may not define 'optimizer' or 'scheduler': the trainer owns them "
+                          "(lr, warmup_*, end_lr, weight_decay, adam_*)")
+    return _merge(derived, user)
+
+
+class DeepSpeedEngine:
+    """ZeRO stages 0-3, bf16/fp16, gradient accumulation, clipping and offload through DeepSpeed.
+
+    Args:
+        model: the bare model (on its device).
+        config: the trainer config (optimizer, schedule, ZeRO, precision).
+        plan: the batch arithmetic.
+        total_steps / warmup_steps: the learning-rate schedule.
+    """
+
+    def __init__(self, model: nn.Module, config: TrainerConfig, plan: BatchPlan, total_steps: int,
+                 warmup_steps: int) -> None:
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        try:
+            import deepspeed
+        except ImportError as exc:
+            raise ConfigError("engine='deepspeed' needs DeepSpeed: pip install 'ofa-unified[deepspeed]'") from exc
+        self.deepspeed = deepspeed
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if "RANK" not in os.environ:  # a plain single process: give DeepSpeed a one-member process group
+            os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        deepspeed.init_distributed(dist_backend=backend)
+        user = None
+        if config.deepspeed_config:
+            path = Path(config.deepspeed_config)
+            if not path.is_file():
+                raise ConfigError(f"deepspeed_config {str(path)!r} does not exist")
+            user = json.loads(path.read_text())
+        self.ds_config = deepspeed_config(config, plan, user)
+        self.plan = plan
+        optimizer = build_optimizer(model.parameters(), config.lr, config.weight_decay, config.adam_betas,
+                                    config.adam_eps)
+        self.scheduler = PolynomialDecay(optimizer, config.lr, total_steps, warmup_steps, config.end_lr)
+        self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                                             config=self.ds_config)
+        self.model = self.ds.module
+        self.module = self.ds
+        self.zero_stage = config.zero_stage
+        self._pending = 0
+
+    def loss_scale(self, total_tokens: float) -> float:
+        # DeepSpeed divides each micro-batch loss by the accumulation steps and averages over ranks.
+        return self.plan.grad_accum * self.plan.world_size / max(total_tokens, 1.0)
+
+    def no_sync(self, last_micro: bool) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()  # DeepSpeed reduces at accumulation boundaries itself
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.ds.backward(loss)
+        self._pending += 1
+        if self._pending < self.plan.grad_accum:
+            self.ds.step()  # a non-boundary micro-step: DeepSpeed only advances its counters
+
+    def skip_step(self) -> None:
+        """Nothing reached DeepSpeed for this step (the trainer checks losses before any backward)."""
+        self._pending = 0
+
+    def step(self) -> float:
+        self.ds.step()  # the boundary: reduce, clip, update
+        self._pending = 0
+        self.scheduler.step()
+        norm = self.ds.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def zero_grad(self) -> None:
+        self.ds.zero_grad()
+
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    @contextlib.contextmanager
+    def full_model(self) -> Iterator[nn.Module]:
+        """The complete model: with ZeRO-3 the parameters are gathered on every rank (call on all ranks)."""
+        if self.zero_stage == 3:
+            from deepspeed.runtime.zero.partition_parameters import GatheredParameters
+
+            with GatheredParameters(list(self.model.parameters()), modifier_rank=None):
+                yield self.model
+        else:
+            yield self.model
+
+    def save(self, directory: Path) -> None:
+        self.ds.save_checkpoint(str(directory), tag="deepspeed",
+                                client_state={"scheduler": self.scheduler.state_dict()})
+
+    def load(self, directory: Path) -> None:
+        path, client = self.ds.load_checkpoint(str(directory), tag="deepspeed")
+        if path is None:
+            from ofa.errors import CheckpointError
+
+            raise CheckpointError(f"no DeepSpeed state in {str(directory)!r}")
+        self.scheduler.load_state_dict(client["scheduler"])
