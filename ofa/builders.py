@@ -110,6 +110,7 @@ def _build_encoder(config: OFAConfig, embed_tokens: nn.Embedding, backend: str) 
         token_bucket_size=config.token_bucket_size,
         image_bucket_size=config.image_bucket_size,
         dropout=config.dropout,
+        entangle_position_embedding=config.entangle_position_embedding,
     )
 
 

@@ -326,6 +326,8 @@ def infer_config(state: Mapping[str, torch.Tensor], stored: Mapping[str, Any] | 
                  "encoder_drop_path_rate", "decoder_drop_path_rate"):
         if stored.get(name) is not None:
             values[name] = float(stored[name])
+    if stored.get("entangle_position_embedding"):
+        values["entangle_position_embedding"] = True
     if stored.get("patch_image_size") is not None:
         values["patch_image_size"] = int(stored["patch_image_size"])
     for arg in ("pad", "bos", "eos"):

@@ -150,6 +150,9 @@ class OFAConfig:
     bos_id: int = 0
     eos_id: int = 2
     init_std: float = 0.02
+    # ``entangle_position_embedding``: also add the raw absolute position embeddings to the encoder's text and
+    # image inputs (an OFA architecture flag, off in every release; the quickstart's from-scratch model uses it
+    # because it makes grounding learnable from little data).
     # Flags fixed by every release; kept so that foreign configs can be checked against them.
     normalize_before: bool = True
     share_all_embeddings: bool = True
@@ -217,7 +220,6 @@ class OFAConfig:
             "share_all_embeddings": True,
             "scale_embedding": False,
             "scale_resids": False,
-            "entangle_position_embedding": False,
             "disable_entangle": True,
             "activation_fn": "gelu",
         }

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 QUICKSTART_MODEL: dict[str, Any] = dict(
     embed_dim=128, num_heads=4, encoder_layers=3, decoder_layers=3, ffn_dim=512,
     resnet={"layers": (1, 1, 1), "width": 16}, dropout=0.0, encoder_drop_path_rate=0.0, decoder_drop_path_rate=0.0,
-    code_image_size=64, patch_image_size=96,
+    code_image_size=64, patch_image_size=96, entangle_position_embedding=True,
 )
 
 

@@ -81,8 +81,10 @@ class OFAEncoder(nn.Module):
         token_bucket_size: int,
         image_bucket_size: int,
         dropout: float = 0.0,
+        entangle_position_embedding: bool = False,
     ) -> None:
         super().__init__()
+        self.entangle_position_embedding = entangle_position_embedding
         self.embed_tokens = embed_tokens
         self.layernorm_embedding = layernorm_embedding
         self.type_embedding = type_embedding
@@ -108,6 +110,8 @@ class OFAEncoder(nn.Module):
 
     def _embed_text(self, src_tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed_tokens(src_tokens)
+        if self.entangle_position_embedding:
+            x = x + self.embed_positions.weight[: src_tokens.shape[1]]
         if self.type_embedding is not None:
             x = x + self.type_embedding.weight[0]
         return F.dropout(self.layernorm_embedding(x), p=self.dropout, training=self.training)
@@ -117,6 +121,9 @@ class OFAEncoder(nn.Module):
         features = self.embed_images(patch_images)  # [b, C, h, w]
         h, w = features.shape[-2:]
         x = self.image_proj(features.flatten(2).transpose(1, 2))
+        if self.entangle_position_embedding:
+            ids = image_position_ids(h, w, self.image_bucket_size, device=x.device)
+            x = x + self.embed_image_positions(ids)
         if self.type_embedding is not None:
             x = x + self.type_embedding.weight[1]
         x = F.dropout(self.patch_layernorm_embedding(x), p=self.dropout, training=self.training)
