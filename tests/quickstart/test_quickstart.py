@@ -1,0 +1,31 @@
+"""A shortened quickstart: every metric must beat its trivial baseline by a wide margin."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from ofa.quickstart import QuickstartConfig, run_quickstart
+
+
+@pytest.mark.slow
+def test_short_quickstart_beats_baselines(tmp_path):
+    config = QuickstartConfig(out=str(tmp_path / "qs"), num_train=800, num_valid=100, max_steps=700,
+                              valid_max_examples=100, progress=False)
+    metrics = run_quickstart(config)
+    saved = json.loads((tmp_path / "qs" / "metrics.json").read_text())
+    assert saved == pytest.approx(metrics)
+    for key in ("caption_cider", "grounding_acc50", "vqa_acc", "baseline_caption_cider",
+                "baseline_grounding_acc50", "baseline_vqa_acc"):
+        assert key in metrics
+    # "A wide margin": well above the trivial answers, as the quickstart shows.
+    assert metrics["caption_cider"] >= metrics["baseline_caption_cider"] + 0.3
+    assert metrics["grounding_acc50"] >= metrics["baseline_grounding_acc50"] + 0.3
+    assert metrics["vqa_acc"] >= metrics["baseline_vqa_acc"] + 0.2
+    for name in ("curve.png", "gallery.png"):
+        with Image.open(tmp_path / "qs" / name) as image:
+            assert image.size[0] > 100 and image.size[1] > 100
+    assert (tmp_path / "qs" / "checkpoint" / "model.pt").is_file()
+    assert (tmp_path / "qs" / "checkpoint" / "tokenizer_config.json").is_file()
