@@ -1,4 +1,5 @@
-"""The ``ofa`` command: ``ofa tasks``, ``ofa predict``, ``ofa evaluate``."""
+"""The ``ofa`` command: ``ofa tasks``, ``ofa predict``, ``ofa evaluate``, ``ofa quickstart``, and the text-to-image
+tools ``ofa generate-image``, ``ofa train-vqgan`` and ``ofa encode-images``."""
 
 from __future__ import annotations
 
@@ -103,6 +104,78 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate_image(args: argparse.Namespace) -> int:
+    from ofa.checkpoint import load_checkpoint
+    from ofa.errors import ConfigError
+    from ofa.pipeline import Pipeline
+    from ofa.tasks.image_gen import ImageGenTask
+
+    if not args.prompts:
+        raise ConfigError("give at least one prompt")
+    model = load_checkpoint(args.checkpoint).to(args.device or "cpu").eval()
+    code_image_size = model.config.code_image_size
+    if code_image_size % 8:
+        raise ConfigError(f"the model's code_image_size ({code_image_size}) is not a multiple of 8")
+    task = ImageGenTask(grid_size=code_image_size // 8, num_samples=args.num, top_k=args.top_k, top_p=args.top_p,
+                        seed=args.seed, vqgan=args.vqgan, scorer=args.scorer)
+    assert task.vqgan is not None
+    task.vqgan.to(args.device or "cpu")
+    runner = Pipeline(task, model, args.tokenizer or args.checkpoint, batch_size=args.batch_size,
+                      device=args.device)
+    predictions = runner.predict_examples(runner.examples(None, list(args.prompts)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for index, (prompt, prediction) in enumerate(zip(args.prompts, predictions)):
+        paths = []
+        for rank, image in enumerate(prediction.images):
+            path = out / f"prompt{index:03d}_rank{rank:02d}.png"
+            image.save(path)
+            paths.append(str(path))
+        print(json.dumps({"prompt": prompt, "images": paths, "model_scores": prediction.sample_scores,
+                          "scorer_scores": prediction.scorer_scores, "ranking": prediction.ranking}))
+    return 0
+
+
+def _cmd_train_vqgan(args: argparse.Namespace) -> int:
+    from ofa.errors import ConfigError
+    from ofa.nn.vqgan import VQGAN_PRESETS, VQGANConfig, load_vqgan, train_vqgan
+
+    if args.resume:
+        if args.config or args.option:
+            raise ConfigError("--resume continues a saved VQGAN with its own architecture; drop --config/-o")
+        model: Any = load_vqgan(args.resume)
+    else:
+        if args.config:
+            config = VQGANConfig.from_dict(json.loads(Path(args.config).read_text(encoding="utf-8")))
+        else:
+            config = VQGAN_PRESETS[args.preset]
+        model = VQGANConfig.from_dict({**config.to_dict(), **_options(args.option)})  # unknown keys raise
+    result = train_vqgan(args.data, model, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+                         image_size=args.image_size, temperature=(args.temperature[0], args.temperature[1]),
+                         reconstruction=args.loss, out_dir=args.out, save_every=args.save_every,
+                         log_every=args.log_every, seed=args.seed, device=args.device,
+                         image_column=args.image_column, limit=args.limit, progress=not args.no_progress)
+    trained = [r for r in result.history if "eval" not in r]
+    summary = {"out": str(result.out_dir), "steps": args.steps, "config": result.model.config.to_dict(),
+               "grid_size": (args.image_size or result.model.config.resolution) // result.model.downsample_factor,
+               "final_loss": trained[-1]["loss"] if trained else None,
+               "eval": {k: v for k, v in result.history[-1].items() if k in ("l1", "l2", "codes_used")}}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_encode_images(args: argparse.Namespace) -> int:
+    from ofa.tasks.image_gen_data import write_image_gen_tsv
+
+    summary = write_image_gen_tsv(args.data, args.out, args.vqgan, image_size=args.image_size,
+                                  captions=args.captions, fmt=args.format, id_column=args.id_column,
+                                  caption_column=args.caption_column, image_column=args.image_column,
+                                  image_root=args.image_root, batch_size=args.batch_size, limit=args.limit,
+                                  progress=not args.no_progress)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ofa", description="OFA: unified multimodal seq2seq models")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -150,6 +223,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser("generate-image", help="text-to-image: sample code grids, decode them with a VQGAN, "
+                       "rerank, write PNGs (best first) and print one JSON line per prompt")
+    p.add_argument("prompts", nargs="+", metavar="PROMPT", help="the captions to draw")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (file or directory)")
+    p.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint directory)")
+    p.add_argument("--vqgan", required=True, help="VQGAN folder (save_pretrained) or taming checkpoint")
+    p.add_argument("--num", type=int, default=4, help="samples per prompt (default 4; OFA draws 24)")
+    p.add_argument("--out", required=True, help="directory for the PNGs (promptNNN_rankRR.png)")
+    p.add_argument("--seed", type=int, help="sampling seed (prompt i uses seed + i); default: random")
+    p.add_argument("--top-k", type=int, default=256, help="sample among the k most likely codes (default 256)")
+    p.add_argument("--top-p", type=float, default=-1.0, help="nucleus sampling mass (default: off)")
+    p.add_argument("--scorer", default="color", help="reranker: 'color' (colour words; default) or 'none' "
+                   "(model score order)")
+    p.add_argument("--batch-size", type=int, default=1, help="prompts per forward pass (default 1)")
+    p.add_argument("--device", help="where to run, e.g. cuda (default: cpu)")
+    p.set_defaults(func=_cmd_generate_image)
+
+    p = sub.add_parser("train-vqgan", help="train a VQGAN (reconstruction + KL) on the images of a TSV/JSONL "
+                       "file, so a new image domain can be tokenised; prints a JSON summary")
+    p.add_argument("--data", required=True, help="TSV with a base64 image column (e.g. caption_train.tsv) or JSONL")
+    p.add_argument("--out", required=True, help="output folder (config.json, weights.pt, train_log.jsonl)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--preset", choices=["test", "small-f8", "gumbel-f8"], default="small-f8",
+                   help="architecture (default small-f8: factor 8, 8192 codes)")
+    p.add_argument("--config", help="a JSON file of VQGANConfig fields (instead of --preset)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="VQGANConfig override, e.g. -o num_codes=64 -o resolution=32 (values parsed as JSON)")
+    p.add_argument("--resume", help="keep training a saved VQGAN folder (its architecture is kept)")
+    p.add_argument("--image-size", type=int, help="training image side (default: the config's resolution)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--loss", choices=["l1", "l2"], default="l1", help="reconstruction term (default l1)")
+    p.add_argument("--temperature", type=float, nargs=2, default=[0.9, 1.0 / 16], metavar=("START", "END"),
+                   help="Gumbel-softmax temperature, cosine-annealed (default 0.9 -> 0.0625)")
+    p.add_argument("--image-column", type=int, default=-1, help="TSV image column (default: the last)")
+    p.add_argument("--limit", type=int, help="read at most this many images")
+    p.add_argument("--save-every", type=int, default=0, help="also save every N steps (default: at the end)")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train_vqgan)
+
+    p = sub.add_parser("encode-images", help="turn an image-caption TSV/JSONL into the image_gen TSV layout "
+                       "(uniq_id, codes, caption) with a VQGAN; prints a JSON summary")
+    p.add_argument("--data", required=True, help="TSV with a base64 image column (OFA caption layout) or JSONL")
+    p.add_argument("--vqgan", required=True, help="VQGAN folder (save_pretrained) or taming checkpoint")
+    p.add_argument("--out", required=True, help="the image_gen TSV to write")
+    p.add_argument("--image-size", type=int, help="side images are resized to (default: the VQGAN's "
+                   "resolution); the grid side is image-size / the VQGAN's downsampling factor")
+    p.add_argument("--captions", choices=["first", "all"], default="first",
+                   help="one row per image (its first caption) or one per caption")
+    p.add_argument("--format", choices=["tsv", "jsonl"], help="default: from the file extension")
+    p.add_argument("--id-column", type=int, default=0)
+    p.add_argument("--caption-column", type=int, default=2)
+    p.add_argument("--image-column", type=int, default=-1, help="default: the last column")
+    p.add_argument("--image-root", help="folder JSONL image paths are relative to (default: the file's)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=int, help="encode only the first N images")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_encode_images)
     return parser
 
 

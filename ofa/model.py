@@ -145,9 +145,15 @@ class OFAModel(nn.Module):
         return self.encoder(src_tokens, patch_images, patch_masks, return_states=return_states)
 
     # -- decoder ----------------------------------------------------------------------------------------------
+    def max_decoder_length(self, code_rows: bool = False) -> int:
+        """Longest decoder input (``<s>`` included) of text rows, or of image-code rows, which have their own
+        position table (spec §3.2: 1 + w**2 + 769 entries, e.g. 1794 for 1024 codes)."""
+        return self.decoder.max_code_length if code_rows else self.config.max_positions
+
     def _check_decoder_input(self, tokens: torch.Tensor, num_sources: int, code_masks: Any,
                              past: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        max_len = self.config.max_positions - past
+        code_rows = isinstance(code_masks, torch.Tensor) and code_masks.numel() > 0 and bool(code_masks.all())
+        max_len = self.max_decoder_length(code_rows) - past
         tokens = _check_tokens("prev_output_tokens", tokens, self.config.vocab_size, max(max_len, 1))
         n = tokens.shape[0]
         if n % num_sources:

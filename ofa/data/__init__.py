@@ -35,6 +35,8 @@ __all__ = [
     "TaskDataset",
     "ShardedTaskIterable",
     "Batch",
+    "ImageTextRecord",
+    "read_image_text",
 ]
 
 _LAZY = {
@@ -63,11 +65,14 @@ _LAZY = {
     "TaskDataset": "ofa.data.dataset",
     "ShardedTaskIterable": "ofa.data.dataset",
     "Batch": "ofa.data.collate",
+    "ImageTextRecord": "ofa.data.image_text",
+    "read_image_text": "ofa.data.image_text",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from ofa.data.collate import Batch
     from ofa.data.dataset import ShardedTaskIterable, TaskDataset
+    from ofa.data.image_text import ImageTextRecord, read_image_text
     from ofa.data.images import decode_base64_image, encode_image_base64, load_image
     from ofa.data.jsonl import ImageFolderRecords, JSONLFile, resolve_image_path
     from ofa.data.lines import LineFile, shard_for_worker, shard_range

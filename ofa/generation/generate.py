@@ -167,12 +167,15 @@ def generate(
     src_len = src_tokens.shape[1]
     prefix_tokens = _check_prefix(prefix_tokens, bsz, vocab_size)
     beam = config.beam_size
-    max_len = config.max_len(src_len, model_config.max_positions)
     device = encoder_out.hidden.device
+    positions = model_config.max_positions
     if code_masks is not None:
         if code_masks.shape != (bsz,):
             raise InputError(f"code_masks must have shape [{bsz}], got {tuple(code_masks.shape)}")
         code_masks = code_masks.bool().to(device).repeat_interleave(beam)
+        if bool(code_masks.all()) and hasattr(model, "max_decoder_length"):
+            positions = model.max_decoder_length(code_rows=True)  # 1024 codes + eos need 1026 positions
+    max_len = config.max_len(src_len, positions)
     decoder = (_Decoder if use_cache else _RecomputeDecoder)(model, encoder_out, bsz * beam, code_masks)
 
     sampling = config.strategy == "sample"

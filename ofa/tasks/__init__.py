@@ -6,9 +6,10 @@ from typing import Any, Callable
 
 from ofa.registry import PluginInfo, Registry
 from ofa.tasks.base import REQUIRED_MEMBERS, Example, Prediction, Sample, Task
+from ofa.tasks.image_scorers import ColorNameScorer, EmbeddingScorer, ImageTextScorer, build_scorer
 
 __all__ = ["Example", "Sample", "Prediction", "Task", "get_task", "list_tasks", "register_task", "task_registry",
-           "task_info"]
+           "task_info", "ImageTextScorer", "ColorNameScorer", "EmbeddingScorer", "build_scorer"]
 
 _REGISTRY: Registry[Task] | None = None
 

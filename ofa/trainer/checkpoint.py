@@ -3,8 +3,9 @@
 A checkpoint is a directory ``step_00000123/`` holding the model in our ``save_pretrained`` format plus the
 tokenizer (so ``ofa predict --checkpoint`` loads it directly), the engine state (optimizer, scheduler or
 DeepSpeed's files), ``trainer_state.pt`` (step, data positions, EMA, counters) and one ``rng_rank{r}.pt`` per
-process. It is written under a temporary name and renamed into place, so a crash never leaves a half-written
-checkpoint behind a valid name.
+process; with EMA on, ``ema/`` holds the averaged weights and the tokenizer (what validation scored). It is
+written under a temporary name and renamed into place, so a crash never leaves a half-written checkpoint behind
+a valid name.
 """
 
 from __future__ import annotations

@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # Intermixed: overrides may come before and after options (`lr=1e-4 --resume runs/x seed=2`); the deepspeed
+    # launcher also puts --local_rank first.
+    args = build_parser().parse_intermixed_args(argv)
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     rank = int(os.environ.get("RANK", "0"))

@@ -7,7 +7,10 @@ It owns the batch arithmetic: ``global_batch = micro_batch_size * grad_accum * w
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import numbers
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +45,7 @@ class TaskSpec:
             raise ConfigError(f"unknown task key(s) {unknown}; valid keys: {sorted(valid)}")
         if "name" not in value:
             raise ConfigError(f"task entry {dict(value)!r} has no 'name'")
-        spec = cls(**value)
+        spec = cls(**{k: _coerce(cls, k, v) for k, v in value.items()})
         if spec.ratio <= 0:
             raise ConfigError(f"task {spec.name!r} ratio ({spec.ratio}) must be > 0")
         return spec
@@ -74,8 +77,13 @@ class TrainerConfig:
 
     Optimisation: ``micro_batch_size``, ``grad_accum``, ``max_epochs`` or ``max_steps``, ``lr`` / ``end_lr``,
     ``warmup_ratio`` or ``warmup_steps``, ``weight_decay``, ``adam_betas``, ``adam_eps``, ``clip_norm``,
-    ``label_smoothing``, ``drop_worst_ratio`` / ``drop_worst_after``, ``criterion`` (``"ce"`` or ``"scst"``),
-    ``ema_decay`` (0 = off), ``freeze_resnet``, ``freeze_resnet_bn``, ``freeze_embedding``, ``drop_path_rate``.
+    ``label_smoothing``, ``drop_worst_ratio`` / ``drop_worst_after``, ``criterion`` (``"ce"``, ``"scst"`` or
+    ``"clip_scst"``), ``ema_decay`` (0 = off), ``freeze_resnet``, ``freeze_resnet_bn``, ``freeze_embedding``,
+    ``drop_path_rate``.
+
+    CLIP-SCST (text-to-image stage 2, ``criterion="clip_scst"`` with the ``image_gen`` task): ``vqgan`` (a
+    folder or checkpoint :func:`ofa.nn.vqgan.load_vqgan` reads), ``image_scorer`` (a name of
+    :data:`ofa.tasks.image_scorers.SCORERS`: ``"color"``), ``clip_scst_samples`` (samples per caption, K).
 
     Bookkeeping: ``output_dir``, ``validate_every`` / ``save_every`` (steps; 0 = at each epoch end),
     ``keep_last``, ``best_metric`` / ``best_mode``, ``seed``, ``num_workers``, ``log_every``, ``max_bad_rows``,
@@ -115,8 +123,11 @@ class TrainerConfig:
     label_smoothing: float = 0.1
     drop_worst_ratio: float = 0.0
     drop_worst_after: int = 0
-    criterion: Literal["ce", "scst"] = "ce"
+    criterion: Literal["ce", "scst", "clip_scst"] = "ce"
     scst_beam_size: int = 5
+    vqgan: str | None = None
+    image_scorer: str = "color"
+    clip_scst_samples: int = 5
     scst_max_len: int = 16
     scst_no_repeat_ngram_size: int = 3
     ema_decay: float = 0.0
@@ -139,15 +150,26 @@ class TrainerConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        # Types first, so that the range checks below compare numbers (a JSON "8" or a YAML "1e-4" fails here,
+        # named, instead of as a TypeError deep inside a comparison).
+        for f in dataclasses.fields(self):
+            if f.name != "tasks":
+                object.__setattr__(self, f.name, _coerce(type(self), f.name, getattr(self, f.name)))
+        if isinstance(self.tasks, (str, bytes, Mapping)) or not isinstance(self.tasks, Sequence):
+            raise ConfigError(f"tasks ({self.tasks!r}) must be a list of task entries")
         tasks = tuple(TaskSpec.from_value(t) for t in self.tasks)
-        if self.task is not None:
+        if self.task is None:
+            stray = [k for k in _SINGLE_TASK_KEYS if getattr(self, k)]
+            if stray:
+                raise ConfigError(f"{stray} belong to the single-task shortcut and need 'task'; with 'tasks' put "
+                                  "them inside each task entry (train_data, valid_data, options, ...)")
+        else:
             if tasks:
                 raise ConfigError("give either 'task' (single task) or 'tasks' (a list), not both")
             tasks = (TaskSpec(name=self.task, train_data=self.train_data, valid_data=self.valid_data,
                               options=dict(self.task_options), data_format=self.data_format,
                               image_root=self.image_root),)
         object.__setattr__(self, "tasks", tasks)
-        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
         checks = [
             (self.engine in ("torch", "deepspeed"), f"engine ({self.engine!r}) must be 'torch' or 'deepspeed'"),
             (self.zero_stage in (0, 1, 2, 3), f"zero_stage ({self.zero_stage}) must be 0, 1, 2 or 3"),
@@ -157,10 +179,31 @@ class TrainerConfig:
             (self.max_epochs >= 1, f"max_epochs ({self.max_epochs}) must be >= 1"),
             (self.max_steps is None or self.max_steps >= 1, f"max_steps ({self.max_steps}) must be >= 1"),
             (self.lr > 0, f"lr ({self.lr}) must be > 0"),
+            (self.end_lr >= 0, f"end_lr ({self.end_lr}) must be >= 0"),
+            (self.warmup_steps is None or self.warmup_steps >= 0, f"warmup_steps ({self.warmup_steps}) must be >= 0"),
+            (self.weight_decay >= 0, f"weight_decay ({self.weight_decay}) must be >= 0"),
+            (all(0 <= b < 1 for b in self.adam_betas), f"adam_betas ({self.adam_betas}) must be in [0, 1)"),
+            (self.adam_eps > 0, f"adam_eps ({self.adam_eps}) must be > 0"),
             (0 <= self.warmup_ratio < 1, f"warmup_ratio ({self.warmup_ratio}) must be in [0, 1)"),
             (0 <= self.label_smoothing < 1, f"label_smoothing ({self.label_smoothing}) must be in [0, 1)"),
             (0 <= self.drop_worst_ratio < 1, f"drop_worst_ratio ({self.drop_worst_ratio}) must be in [0, 1)"),
-            (self.criterion in ("ce", "scst"), f"criterion ({self.criterion!r}) must be 'ce' or 'scst'"),
+            (self.drop_worst_after >= 0, f"drop_worst_after ({self.drop_worst_after}) must be >= 0"),
+            (self.criterion in ("ce", "scst", "clip_scst"),
+             f"criterion ({self.criterion!r}) must be 'ce', 'scst' or 'clip_scst'"),
+            (self.scst_max_len >= 1, f"scst_max_len ({self.scst_max_len}) must be >= 1"),
+            (self.scst_no_repeat_ngram_size >= 0,
+             f"scst_no_repeat_ngram_size ({self.scst_no_repeat_ngram_size}) must be >= 0 (0 = off)"),
+            (self.drop_path_rate is None or 0 <= self.drop_path_rate < 1,
+             f"drop_path_rate ({self.drop_path_rate}) must be in [0, 1)"),
+            (self.validate_every >= 0, f"validate_every ({self.validate_every}) must be >= 0 (0 = each epoch end)"),
+            (self.save_every >= 0, f"save_every ({self.save_every}) must be >= 0 (0 = each epoch end)"),
+            (self.log_every >= 1, f"log_every ({self.log_every}) must be >= 1"),
+            (self.num_workers >= 0, f"num_workers ({self.num_workers}) must be >= 0"),
+            (self.max_bad_rows >= 0, f"max_bad_rows ({self.max_bad_rows}) must be >= 0"),
+            (self.valid_max_examples is None or self.valid_max_examples >= 1,
+             f"valid_max_examples ({self.valid_max_examples}) must be >= 1 (or null for all)"),
+            (self.valid_batch_size is None or self.valid_batch_size >= 1,
+             f"valid_batch_size ({self.valid_batch_size}) must be >= 1"),
             (0 <= self.ema_decay < 1, f"ema_decay ({self.ema_decay}) must be in [0, 1) (0 = off)"),
             (self.keep_last >= 1, f"keep_last ({self.keep_last}) must be >= 1"),
             (self.best_mode in ("max", "min"), f"best_mode ({self.best_mode!r}) must be 'max' or 'min'"),
@@ -168,9 +211,18 @@ class TrainerConfig:
             (self.max_nan_steps >= 0, f"max_nan_steps ({self.max_nan_steps}) must be >= 0"),
             (self.engine == "deepspeed" or not (self.offload_optimizer or self.offload_params),
              "offload_optimizer / offload_params need engine='deepspeed'"),
+            (self.engine == "deepspeed" or self.precision != "fp16",
+             "precision='fp16' needs engine='deepspeed' (dynamic loss scaling); the torch engine trains in fp32 "
+             "or bf16"),
             (self.engine == "deepspeed" or self.zero_stage == 0,
              f"zero_stage={self.zero_stage} needs engine='deepspeed' (the torch engine has no ZeRO)"),
             (self.criterion != "scst" or self.scst_beam_size >= 2, "SCST needs scst_beam_size >= 2"),
+            (self.ema_decay == 0 or self.zero_stage != 3,
+             "EMA is not supported with ZeRO-3 (parameters are partitioned); use zero_stage 0-2"),
+            (self.criterion != "clip_scst" or self.clip_scst_samples >= 2,
+             f"CLIP-SCST needs clip_scst_samples >= 2 (got {self.clip_scst_samples})"),
+            (self.criterion != "clip_scst" or self.vqgan is not None,
+             "criterion='clip_scst' needs 'vqgan' (a VQGAN folder or checkpoint that decodes the sampled codes)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -244,24 +296,88 @@ class TrainerConfig:
 
 
 def _parse_value(cls: type, key: str, raw: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    hint = hints.get(key)
+    """An override's value: JSON when it parses (numbers, true/false, lists, dicts, null), else the raw text.
+    Text fields keep the raw text (``model=123`` is the name "123"); booleans also accept yes/no/1/0. Type
+    mismatches are reported by the config's own checks, which name the key."""
+    hint = _hints(cls).get(key)
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
-    if hint in (str, typing.Optional[str]) and not isinstance(value, str) and value is not None:
-        value = raw
-    if hint is bool and isinstance(value, str):
-        if value.lower() in ("true", "yes", "1"):
-            return True
-        if value.lower() in ("false", "no", "0"):
-            return False
-        raise ConfigError(f"{key}={raw!r}: expected true or false")
-    if hint is int and not isinstance(value, int):
-        raise ConfigError(f"{key}={raw!r}: expected an integer")
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if hint is float and not isinstance(value, float):
-        raise ConfigError(f"{key}={raw!r}: expected a number")
+    allowed = _allowed_types(hint)
+    if str in allowed and not isinstance(value, str) and not (value is None and type(None) in allowed):
+        return raw
+    if allowed == (bool,) and raw.strip().lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[raw.strip().lower()]
     return value
+
+
+_BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+_SINGLE_TASK_KEYS = ("task_options", "train_data", "valid_data", "data_format", "image_root")
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _allowed_types(hint: Any) -> tuple[Any, ...]:
+    """The plain types a hint admits (``str | None`` -> (str, NoneType)); Literal and generics as themselves."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return tuple(a for arg in typing.get_args(hint) for a in _allowed_types(arg))
+    return (hint,)
+
+
+def _coerce(cls: type, key: str, value: Any) -> Any:
+    """Check ``value`` against the annotation of field ``key`` of ``cls``; ints pass as floats, lists as tuples.
+
+    Raises:
+        ConfigError: naming the key, the value and what is accepted.
+    """
+    allowed = _allowed_types(_hints(cls)[key])
+    if value is None and type(None) in allowed:
+        return None
+    for hint in allowed:
+        origin = typing.get_origin(hint)
+        if hint is bool and isinstance(value, bool):
+            return value
+        if hint is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        if hint is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+        if hint is str and isinstance(value, str):
+            return value
+        if origin is typing.Literal and isinstance(value, str) and value in typing.get_args(hint):
+            return value
+        if origin is dict and isinstance(value, Mapping):
+            return dict(value)
+        if (origin is tuple and typing.get_args(hint)[-1] is not Ellipsis and isinstance(value, Sequence)
+                and not isinstance(value, str) and len(value) == len(typing.get_args(hint))
+                and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)):
+            return tuple(float(v) for v in value)
+    hint = ""
+    if float in allowed and isinstance(value, str):
+        try:
+            float(value)
+            hint = " (YAML reads a number like 1e-4 without a dot as text: write 1.0e-4)"
+        except ValueError:
+            pass
+    raise ConfigError(f"{key} ({value!r}) must be {_describe(allowed)}, got {type(value).__name__}{hint}")
+
+
+def _describe(allowed: tuple[Any, ...]) -> str:
+    words = []
+    for hint in allowed:
+        origin = typing.get_origin(hint)
+        if hint is type(None):
+            words.append("null")
+        elif origin is typing.Literal:
+            words.append("one of " + ", ".join(repr(a) for a in typing.get_args(hint)))
+        elif origin is dict:
+            words.append("a mapping")
+        elif origin is tuple:
+            words.append(f"a list of {len(typing.get_args(hint))} numbers")
+        else:
+            words.append({bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+                hint, getattr(hint, "__name__", str(hint))))
+    return " or ".join(words)

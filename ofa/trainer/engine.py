@@ -24,6 +24,7 @@ class Engine(Protocol):
 
     module: nn.Module  # the model to call (possibly wrapped)
     model: nn.Module  # the bare OFAModel
+    backward_per_forward: bool  # each micro-batch's backward must follow its own forward (DeepSpeed ZeRO-3)
 
     def loss_scale(self, total_tokens: float) -> float: ...
     def no_sync(self, last_micro: bool) -> contextlib.AbstractContextManager[Any]: ...
@@ -51,16 +52,20 @@ class TorchEngine:
         optimizer / scheduler: see :mod:`ofa.trainer.optim`.
         clip_norm: max global gradient norm (0 = off).
         world_size: processes in the run.
+        rank: this process; only rank 0 writes ``engine.pt`` (the state is the same on every rank).
     """
 
+    backward_per_forward = False
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: PolynomialDecay,
-                 clip_norm: float, world_size: int = 1) -> None:
+                 clip_norm: float, world_size: int = 1, rank: int = 0) -> None:
         self.model = model
         self.module = model
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.clip_norm = clip_norm
         self.world_size = world_size
+        self.rank = rank
 
     def loss_scale(self, total_tokens: float) -> float:
         # Gradients are summed over ranks: the update is the sum over the global batch / its token count.
@@ -120,6 +125,8 @@ class TorchEngine:
         return self.scheduler.get_last_lr()[0]
 
     def save(self, directory: Path) -> None:
+        if self.rank != 0:  # every rank holds the same state; two writers of one file could interleave
+            return
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
                    directory / "engine.pt")
 

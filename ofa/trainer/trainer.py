@@ -73,9 +73,8 @@ class Trainer:
                                                                                  self.total_steps)
         self.engine = self._build_engine(warmup)
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
-        if self.ema is not None and config.engine == "deepspeed" and config.zero_stage == 3:
-            raise ConfigError("EMA is not supported with ZeRO-3 (parameters are partitioned); use stage 0-2")
         self.scst_scorer = self._build_scst_scorer() if config.criterion == "scst" else None
+        self.clip_scst = self._build_clip_scst() if config.criterion == "clip_scst" else None
         self.step = 0
         self.nan_steps = 0
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", keep_last=config.keep_last,
@@ -127,8 +126,12 @@ class Trainer:
             raise ConfigError(f"the model's vocabulary ({model.config.vocab_size}) and the tokenizer's "
                               f"({len(self.tokenizer)}) differ")
         model = model.to(self.dist.device)
-        if cfg.precision == "bf16" and cfg.engine == "torch":
-            model = model.to(torch.bfloat16)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        if dtype is not None:
+            # Buffers too: DeepSpeed casts only the parameters, and BatchNorm then meets fp32 running statistics
+            # with bf16 inputs ("expected scalar type BFloat16 but found Float"). fairseq's model.half() in OFA
+            # casts everything as well.
+            model = model.to(dtype)
         if cfg.freeze_embedding:
             model.encoder.embed_tokens.weight.requires_grad_(False)
         resnet = model.encoder.embed_images
@@ -204,7 +207,7 @@ class Trainer:
 
         optimizer = build_optimizer(self.model.parameters(), cfg.lr, cfg.weight_decay, cfg.adam_betas, cfg.adam_eps)
         scheduler = PolynomialDecay(optimizer, cfg.lr, self.total_steps, warmup, cfg.end_lr)
-        return TorchEngine(self.model, optimizer, scheduler, cfg.clip_norm, self.dist.world_size)
+        return TorchEngine(self.model, optimizer, scheduler, cfg.clip_norm, self.dist.world_size, self.dist.rank)
 
     def _build_scst_scorer(self) -> Any:
         from ofa.metrics.cider import CiderDScorer
@@ -219,23 +222,51 @@ class Trainer:
             raise ConfigError("SCST needs reference captions in the training samples (the caption task)")
         return CiderDScorer.from_references([[_scst_text(r) for r in rs] for rs in refs if rs])
 
+    def _build_clip_scst(self) -> dict[str, Any]:
+        """The VQGAN and image-text scorer of CLIP-SCST (spec §6.3), checked against the tokenizer and tasks."""
+        from ofa.nn.vqgan import load_vqgan
+        from ofa.tasks.image_gen import check_codebook
+        from ofa.tasks.image_scorers import build_scorer
+
+        cfg = self.config
+        scorer = build_scorer(cfg.image_scorer)
+        if scorer is None:
+            raise ConfigError(f"criterion='clip_scst' needs an image scorer, got image_scorer={cfg.image_scorer!r}")
+        for task in self.tasks:
+            if not all(hasattr(task, name) for name in ("grid_size", "check_model", "sample_caption")):
+                raise ConfigError(f"criterion='clip_scst' trains text-to-image tasks (image_gen); task "
+                                  f"{task.name!r} is not one")
+            task.check_model(self.model, self.tokenizer)
+        assert cfg.vqgan is not None  # TrainerConfig checks it
+        vqgan = load_vqgan(cfg.vqgan, map_location=self.dist.device)
+        check_codebook(vqgan, self.tokenizer)
+        return {"vqgan": vqgan, "scorer": scorer}
+
     # -- losses -----------------------------------------------------------------------------------------------
     def _constraint_range(self, task: Any) -> tuple[int, int] | None:
         fn = getattr(task, "training_constraint_range", None)
         return fn(self.tokenizer) if fn is not None else None
+
+    def _drop_worst_ratio(self) -> float:
+        """The drop-worst ratio of this step: active once ``update_num > drop_worst_after`` (spec §6.1), where
+        fairseq's update_num counts the updates already done, i.e. our ``self.step``."""
+        return self.config.drop_worst_ratio if self.step > self.config.drop_worst_after else 0.0
 
     def _prepare(self, task_index: int, batch: Any) -> _Work:
         cfg = self.config
         batch = batch.to(self.dist.device)
         if cfg.precision == "bf16" and batch.patch_images is not None:
             batch.patch_images = batch.patch_images.to(torch.bfloat16) if cfg.engine == "torch" else batch.patch_images
+        if cfg.criterion == "clip_scst":
+            return self._prepare_clip_scst(task_index, batch)
         if cfg.criterion == "scst":
             return self._prepare_scst(task_index, batch)
         if batch.target is None:
             raise DataError(f"task {self.tasks[task_index].name!r} produced samples without training targets")
         ntokens = int(batch.target.ne(self.tokenizer.pad_id).sum())
-        if cfg.drop_worst_ratio > 0 and self.step >= cfg.drop_worst_after:
-            ntokens = int(ntokens * (1 - cfg.drop_worst_ratio))
+        ratio = self._drop_worst_ratio()
+        if ratio > 0:
+            ntokens = int(ntokens * (1 - ratio))
         return _Work(task_index, batch, ntokens, {})
 
     def _prepare_scst(self, task_index: int, batch: Any) -> _Work:
@@ -250,8 +281,9 @@ class Trainer:
         self.model.eval()
         gen_config = GenerationConfig(beam_size=k, max_len_b=cfg.scst_max_len,
                                       no_repeat_ngram_size=cfg.scst_no_repeat_ngram_size)
-        with torch.no_grad():
-            hypos = generate(self.model, batch.src_tokens, patch_images=batch.patch_images,
+        # full_model(): ZeRO-3 gathers the partitioned weights (generation does not run the engine's forward).
+        with torch.no_grad(), self.engine.full_model() as full:
+            hypos = generate(full, batch.src_tokens, patch_images=batch.patch_images,
                              patch_masks=batch.patch_masks, config=gen_config)
         self._train_mode()
         seqs: list[list[int]] = []
@@ -278,10 +310,30 @@ class Trainer:
         return _Work(task_index, batch, ntokens, {"target": target, "prev": prev, "rewards": rewards,
                                                   "mean_cider": float(scores.mean())})
 
+    def _prepare_clip_scst(self, task_index: int, batch: Any) -> _Work:
+        """Sample ``clip_scst_samples`` code grids per caption in eval mode, decode them with the VQGAN, score
+        them against the caption; rewards = score minus the leave-one-out mean (spec §6.3)."""
+        from ofa.trainer.clip_scst import sample_clip_scst
+
+        assert self.clip_scst is not None
+        task = self.tasks[task_index]
+        captions = [task.sample_caption(sample, self.tokenizer) for sample in batch.samples]
+        # full_model(): ZeRO-3 gathers the partitioned weights (generation does not run the engine's forward).
+        with self.engine.full_model() as full:
+            rollout = sample_clip_scst(full, captions, task, self.tokenizer, self.clip_scst["vqgan"],
+                                       self.clip_scst["scorer"], num_samples=self.config.clip_scst_samples)
+        self._train_mode()
+        return _Work(task_index, batch, rollout.ntokens, {"rollout": rollout,
+                                                          "mean_image_score": float(rollout.scores.mean())})
+
     def _loss(self, work: _Work) -> LossOutput:
         cfg = self.config
         batch = work.batch
         module = self.engine.module
+        if cfg.criterion == "clip_scst":
+            from ofa.trainer.clip_scst import clip_scst_loss
+
+            return clip_scst_loss(module, work.extra["rollout"])
         if cfg.criterion == "scst":
             # The encoder runs once per image: the model decodes the k captions of an image as k rows that
             # share its encoder output (rows i*k .. i*k+k-1 belong to image i).
@@ -290,13 +342,32 @@ class Trainer:
         code_masks = batch.code_masks if bool(batch.code_masks.any()) else None
         out = module(batch.src_tokens, batch.prev_output_tokens, batch.patch_images, batch.patch_masks, code_masks)
         weights = batch.weights if bool((batch.weights != 1).any()) else None
-        ratio = cfg.drop_worst_ratio if self.step >= cfg.drop_worst_after else 0.0
+        ratio = self._drop_worst_ratio()
         return label_smoothed_cross_entropy(
             out.logits, batch.target, epsilon=cfg.label_smoothing, pad_id=self.tokenizer.pad_id, weights=weights,
             constraints=batch.constraints, constraint_range=self._constraint_range(self.tasks[work.task_index]),
             drop_worst_ratio=ratio)
 
     # -- one optimisation step ----------------------------------------------------------------------------------
+    def _rng_devices(self) -> list[int]:
+        return [self.dist.device.index or 0] if self.dist.device.type == "cuda" else []
+
+    @staticmethod
+    def _restore(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+    def _norm_statistics(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(buffer, copy)`` of the BatchNorm statistics that this step's forward passes will update."""
+        pairs = []
+        for module in self.model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+                for buffer in (module.running_mean, module.running_var, module.num_batches_tracked):
+                    if buffer is not None:
+                        pairs.append((buffer, buffer.detach().clone()))
+        return pairs
+
     def train_step(self) -> dict[str, float] | None:
         """Run ``grad_accum`` micro-batches and one optimiser step; None when the step was skipped (non-finite)."""
         cfg = self.config
@@ -312,16 +383,26 @@ class Trainer:
         if total_tokens <= 0:
             raise TrainingError(f"step {self.step}: the global batch has no target tokens")
         scale = self.engine.loss_scale(total_tokens)
-        # Forward every micro-batch first and agree across ranks that all losses are finite: a non-finite
-        # step is then skipped before any gradient reaches the engine (and every rank skips it together).
+        # Agree across ranks that every micro-batch loss is finite before any gradient reaches the engine: a
+        # non-finite step is then skipped by every rank together, leaving weights and optimizer untouched.
+        norm_stats = self._norm_statistics()
         outs: list[LossOutput] = []
-        for i, work in enumerate(works):
-            with self.engine.no_sync(i == len(works) - 1):
-                outs.append(self._loss(work))
-        bad = torch.tensor([0.0 if all(bool(torch.isfinite(o.loss)) for o in outs) else 1.0],
-                           device=self.dist.device)
+        if self.engine.backward_per_forward:
+            # ZeRO-3 cannot run several forward passes before their backward passes (its parameter hooks lose
+            # track, and the gradients of the last layers come out wrong), so the check is a no-grad forward of
+            # every micro-batch with the RNG forked: the training forwards below replay the same dropout masks.
+            with torch.random.fork_rng(devices=self._rng_devices()), torch.no_grad():
+                finite = all(bool(torch.isfinite(self._loss(work).loss)) for work in works)
+            self._restore(norm_stats)
+        else:
+            for i, work in enumerate(works):
+                with self.engine.no_sync(i == len(works) - 1):
+                    outs.append(self._loss(work))
+            finite = all(bool(torch.isfinite(o.loss)) for o in outs)
+        bad = torch.tensor([0.0 if finite else 1.0], device=self.dist.device)
         if float(all_reduce_sum(bad)) > 0:
             del outs
+            self._restore(norm_stats)  # the forward passes updated BatchNorm statistics (possibly with NaN)
             self.engine.skip_step()
             self.nan_steps += 1
             logger.warning("step %d: non-finite loss, step skipped (%d of at most %d)", self.step, self.nan_steps,
@@ -333,11 +414,13 @@ class Trainer:
             return None
         loss_sum = 0.0
         nll_sum = 0.0
-        for i, out in enumerate(outs):
-            with self.engine.no_sync(i == len(outs) - 1):
+        for i, work in enumerate(works):
+            out = self._loss(work) if self.engine.backward_per_forward else outs[i]
+            with self.engine.no_sync(i == len(works) - 1):
                 self.engine.backward(out.loss * scale)
             loss_sum += float(out.loss.detach())
             nll_sum += float(out.nll_loss.detach())
+            del out
         del outs
         grad_norm = self.engine.step()
         if self.ema is not None:
@@ -349,6 +432,8 @@ class Trainer:
                  "ntokens": total_tokens, "nsamples": total_samples, "grad_norm": grad_norm, "lr": self.engine.lr()}
         if works[0].extra.get("mean_cider") is not None:
             stats["scst_cider"] = sum(w.extra["mean_cider"] for w in works) / len(works)
+        if works[0].extra.get("mean_image_score") is not None:
+            stats["clip_scst_score"] = sum(w.extra["mean_image_score"] for w in works) / len(works)
         return stats
 
     # -- validation -------------------------------------------------------------------------------------------
@@ -392,6 +477,10 @@ class Trainer:
             if self.dist.is_main:
                 with self.engine.full_model() as full:
                     full.save_pretrained(directory)
+                    if self.ema is not None:
+                        # The weights validation scored (and best/ was chosen by), ready for `ofa predict`.
+                        self.ema.copy_to(full).save_pretrained(directory / "ema")
+                        self.tokenizer.save_pretrained(directory / "ema")
                 self.tokenizer.save_pretrained(directory)
             elif self.config.engine == "deepspeed" and self.config.zero_stage == 3:
                 with self.engine.full_model():
@@ -422,7 +511,20 @@ class Trainer:
         rng = directory / f"rng_rank{self.dist.rank}.pt"
         if rng.is_file():
             restore_rng(torch.load(rng, map_location="cpu", weights_only=False))
+        self._truncate_log()
         logger.info("resumed from %s at step %d", directory, self.step)
+
+    def _truncate_log(self) -> None:
+        """Drop the metrics.jsonl records of steps after the resumed checkpoint: those steps were lost with the
+        interrupted run and are about to be trained again, so each step keeps one record."""
+        path = self.output_dir / "metrics.jsonl"
+        if not self.dist.is_main or not path.is_file():
+            return
+        kept = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= self.step]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def _log(self, record: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, NamedTuple
 
 import torch
 from torch import nn
@@ -84,19 +84,101 @@ def deepspeed_config(config: TrainerConfig, plan: BatchPlan, user: Mapping[str, 
         if key in user and user[key] != derived[key]:
             raise ConfigError(f"the DeepSpeed JSON sets {key}={user[key]!r} but the trainer config gives "
                               f"{derived[key]!r}; change micro_batch_size / grad_accum / clip_norm instead")
+    for section in ("zero_optimization", "bf16", "bfloat16", "fp16"):
+        if section in user and not isinstance(user[section], Mapping):
+            raise ConfigError(f"the DeepSpeed JSON's {section!r} must be a mapping, got {user[section]!r}")
     user_stage = user.get("zero_optimization", {}).get("stage")
     if user_stage is not None and user_stage != config.zero_stage:
         raise ConfigError(f"the DeepSpeed JSON sets zero_optimization.stage={user_stage} but zero_stage="
                           f"{config.zero_stage}")
-    for precision in ("bf16", "fp16"):
-        enabled = user.get(precision, {}).get("enabled")
+    # DeepSpeed still reads "bfloat16" as an old name of "bf16".
+    for section, precision in (("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "fp16")):
+        enabled = user.get(section, {}).get("enabled")
         if enabled is not None and bool(enabled) != (config.precision == precision):
-            raise ConfigError(f"the DeepSpeed JSON sets {precision}.enabled={enabled} but precision="
+            raise ConfigError(f"the DeepSpeed JSON sets {section}.enabled={enabled} but precision="
                               f"{config.precision!r}")
     if "optimizer" in user or "scheduler" in user:
         raise ConfigError("the DeepSpeed JSON may not define 'optimizer' or 'scheduler': the trainer owns them "
                           "(lr, warmup_*, end_lr, weight_decay, adam_*)")
-    return _merge(derived, user)
+    merged = _merge(derived, user)
+    if "bfloat16" in merged:  # one precision section, under the current name
+        merged["bf16"] = _merge(merged["bf16"], merged.pop("bfloat16"))
+    zero_section = merged["zero_optimization"]
+    if "offload_param" in zero_section and config.zero_stage != 3:
+        raise ConfigError(f"the DeepSpeed JSON sets zero_optimization.offload_param, which needs zero_stage=3 "
+                          f"(got {config.zero_stage})")
+    if "offload_optimizer" in zero_section and config.zero_stage == 0:
+        raise ConfigError("the DeepSpeed JSON sets zero_optimization.offload_optimizer, which needs ZeRO "
+                          "(zero_stage 1-3)")
+    return merged
+
+
+def _skip_shm_comm_op(deepspeed: Any) -> None:
+    """Keep DeepSpeed's CPU communication backend from building and starting its shared-memory all-reduce op.
+
+    The op serves only ``inference_all_reduce`` (tensor-parallel inference), never training, yet on CPU DeepSpeed
+    JIT-compiles it at ``init_distributed`` (about 45 s and a C++ compiler on first use; a build killed midway
+    leaves a lock that makes later runs wait forever). Under the ``deepspeed`` launcher (which sets
+    ``LOCAL_SIZE``) it also creates 66 MB ``/dev/shm`` segments per rank that are never unlinked, and each rank
+    spins without a timeout until every peer's segment exists, so a peer that dies early hangs the others.
+    """
+    compatible = getattr(getattr(deepspeed, "ops", None), "__compatible_ops__", None)
+    if isinstance(compatible, dict):
+        compatible["deepspeed_shm_comm"] = False
+
+
+def _tied_parameters(model: nn.Module) -> list[list[tuple[str, str]]]:
+    """``(module name, parameter name)`` groups that share one Parameter (e.g. the tied output projection)."""
+    owners: dict[int, list[tuple[str, str]]] = {}
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for name, param in module.named_parameters(recurse=False):
+            owners.setdefault(id(param), []).append((module_name, name))
+    return [group for group in owners.values() if len(group) > 1]
+
+
+def _plain_copy(skeleton: nn.Module, tied: list[list[tuple[str, str]]], source: nn.Module) -> nn.Module:
+    """A hook-free model with ``source``'s (gathered) weights, built from the meta ``skeleton``."""
+    state = source.state_dict()
+    device = next(iter(state.values())).device
+    plain = copy.deepcopy(skeleton).to_empty(device=device)
+    for (first_module, first_name), *others in tied:  # to_empty gives each owner its own tensor: re-tie
+        shared = getattr(plain.get_submodule(first_module), first_name)
+        for module_name, name in others:
+            setattr(plain.get_submodule(module_name), name, shared)
+    plain.load_state_dict({k: v.to(plain.state_dict()[k].dtype) for k, v in state.items()})
+    with torch.no_grad():
+        for name, buffer in source.named_buffers():  # also the non-persistent ones state_dict() leaves out
+            plain.get_buffer(name).copy_(buffer)
+    return plain.train(source.training)
+
+
+class _Logits(NamedTuple):
+    logits: torch.Tensor  # [n, T, V]
+
+
+class _Zero3Model(nn.Module):
+    """The model as DeepSpeed ZeRO-3 sees it.
+
+    ZeRO-3 gathers a module's own parameters just before the module runs, and again in the backward pass just
+    before a gradient reaches the module's outputs, which it finds only in tensors, tuples and dicts. OFA's
+    encoder and decoder return dataclasses, and they read embedding tables directly (absolute and relative
+    position tables, the type embedding, and the tied output projection in ``decoder.project``) instead of
+    calling the owning module. Without help those weights are released after the forward pass while autograd
+    still holds them, and the backward pass fails ("mat2 must be a matrix") or, with gradient accumulation,
+    silently gives wrong gradients. So every embedding table is registered as an external parameter of this
+    wrapper, whose output is a named tuple: ZeRO-3 then gathers the tables for this module's whole forward and
+    backward pass, and still partitions everything else layer by layer.
+    """
+
+    def __init__(self, model: nn.Module, register_external_parameter: Any) -> None:
+        super().__init__()
+        self.model = model
+        for module in model.modules():
+            if isinstance(module, nn.Embedding):
+                register_external_parameter(self, module.weight)
+
+    def forward(self, *args: Any, **kwargs: Any) -> _Logits:
+        return _Logits(self.model(*args, **kwargs).logits)
 
 
 class DeepSpeedEngine:
@@ -118,6 +200,8 @@ class DeepSpeedEngine:
         except ImportError as exc:
             raise ConfigError("engine='deepspeed' needs DeepSpeed: pip install 'ofa-unified[deepspeed]'") from exc
         self.deepspeed = deepspeed
+        if not torch.cuda.is_available():
+            _skip_shm_comm_op(deepspeed)
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if "RANK" not in os.environ:  # a plain single process: give DeepSpeed a one-member process group
             os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
@@ -135,11 +219,20 @@ class DeepSpeedEngine:
         optimizer = build_optimizer(model.parameters(), config.lr, config.weight_decay, config.adam_betas,
                                     config.adam_eps)
         self.scheduler = PolynomialDecay(optimizer, config.lr, total_steps, warmup_steps, config.end_lr)
-        self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
+        wrapped = model
+        if config.zero_stage == 3:
+            # A weightless (meta) copy of the architecture, materialised by full_model().
+            self._skeleton = copy.deepcopy(model).to("meta")
+            self._tied = _tied_parameters(model)
+            wrapped = _Zero3Model(model, deepspeed.zero.register_external_parameter)
+        self.ds, self.optimizer, _, _ = deepspeed.initialize(model=wrapped, optimizer=optimizer,
                                                              config=self.ds_config)
-        self.model = self.ds.module
+        self.model = model
         self.module = self.ds
         self.zero_stage = config.zero_stage
+        # ZeRO-3 gathers parameters per module around each forward and backward; a second forward before the
+        # first backward leaves its bookkeeping wrong (silently wrong gradients), so the trainer interleaves.
+        self.backward_per_forward = config.zero_stage == 3
         self._pending = 0
 
     def loss_scale(self, total_tokens: float) -> float:
@@ -174,12 +267,19 @@ class DeepSpeedEngine:
 
     @contextlib.contextmanager
     def full_model(self) -> Iterator[nn.Module]:
-        """The complete model: with ZeRO-3 the parameters are gathered on every rank (call on all ranks)."""
+        """The complete model (call on all ranks).
+
+        With ZeRO-3 this is a plain copy of the gathered weights on every rank. The wrapped model itself cannot
+        serve: its hooks gather and release parameters with collectives inside every module call, so a forward
+        pass run by one rank alone (validation on rank 0) or by ranks running different numbers of steps
+        (generation for SCST) deadlocks.
+        """
         if self.zero_stage == 3:
             from deepspeed.runtime.zero.partition_parameters import GatheredParameters
 
             with GatheredParameters(list(self.model.parameters()), modifier_rank=None):
-                yield self.model
+                plain = _plain_copy(self._skeleton, self._tied, self.model)
+            yield plain
         else:
             yield self.model
 

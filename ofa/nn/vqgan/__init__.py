@@ -5,6 +5,7 @@
 * :mod:`~ofa.nn.vqgan.quantize`: the Gumbel-softmax codebook.
 * :mod:`~ofa.nn.vqgan.model`: :class:`VQGAN` (``encode``/``decode``/``forward``, ``save_pretrained``).
 * :mod:`~ofa.nn.vqgan.loading`: :func:`load_vqgan` for the released checkpoint + ``model.yaml``.
+* :mod:`~ofa.nn.vqgan.train`: :func:`train_vqgan`, a small from-scratch recipe for a new image domain.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from ofa.nn.vqgan.config import VQGAN_GUMBEL_F8, VQGAN_TEST, VQGANConfig
 from ofa.nn.vqgan.loading import load_vqgan, read_taming_yaml
 from ofa.nn.vqgan.model import VQGAN, build_vqgan, images_from_pil, images_to_pil
 from ofa.nn.vqgan.quantize import GumbelQuantize
+from ofa.nn.vqgan.train import VQGAN_PRESETS, VQGAN_SMALL_F8, reconstruction_error, train_vqgan
 
 __all__ = [
     "VQGANConfig",
@@ -25,4 +27,8 @@ __all__ = [
     "read_taming_yaml",
     "images_from_pil",
     "images_to_pil",
+    "train_vqgan",
+    "reconstruction_error",
+    "VQGAN_PRESETS",
+    "VQGAN_SMALL_F8",
 ]
