@@ -6,12 +6,21 @@ from typing import Any, Callable
 
 from ofa.registry import PluginInfo, Registry
 from ofa.tasks.base import REQUIRED_MEMBERS, Example, Prediction, Sample, Task
-from ofa.tasks.image_scorers import ColorNameScorer, EmbeddingScorer, ImageTextScorer, build_scorer
 
 __all__ = ["Example", "Sample", "Prediction", "Task", "get_task", "list_tasks", "register_task", "task_registry",
            "task_info", "ImageTextScorer", "ColorNameScorer", "EmbeddingScorer", "build_scorer"]
 
 _REGISTRY: Registry[Task] | None = None
+_SCORERS = ("ImageTextScorer", "ColorNameScorer", "EmbeddingScorer", "build_scorer")
+
+
+def __getattr__(name: str) -> Any:
+    # Scorers load on first use: listing tasks must not import any task module.
+    if name in _SCORERS:
+        from ofa.tasks import image_scorers
+
+        return getattr(image_scorers, name)
+    raise AttributeError(f"module 'ofa.tasks' has no attribute {name!r}")
 
 
 def task_registry() -> Registry[Task]:
