@@ -24,12 +24,17 @@ from ofa.generation import GenerationConfig, generate  # noqa: E402
 
 
 def inputs(batch: int, size: int, vocab: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    src = torch.randint(4, min(vocab, 50000), (batch, 8), generator=g)
-    src[:, 0] = 0
-    src[:, -1] = 2
-    images = torch.rand(batch, 3, size, size, generator=g) * 2 - 1
-    return {"src_tokens": src, "patch_images": images, "patch_masks": torch.ones(batch, dtype=torch.bool)}
+    """Sample i is drawn from its own generator (seed + i): sample 0 is the same at every batch size, so the
+    batch runs can be checked against the batch-1 baseline."""
+    srcs, images = [], []
+    for i in range(batch):
+        g = torch.Generator().manual_seed(seed + i)
+        src = torch.randint(4, min(vocab, 50000), (8,), generator=g)
+        src[0], src[-1] = 0, 2
+        srcs.append(src)
+        images.append(torch.rand(3, size, size, generator=g) * 2 - 1)
+    return {"src_tokens": torch.stack(srcs), "patch_images": torch.stack(images),
+            "patch_masks": torch.ones(batch, dtype=torch.bool)}
 
 
 def main() -> None:
