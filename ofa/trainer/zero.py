@@ -127,6 +127,33 @@ def _skip_shm_comm_op(deepspeed: Any) -> None:
         compatible["deepspeed_shm_comm"] = False
 
 
+def _read_user_config(path: str | None) -> dict[str, Any] | None:
+    """The user's DeepSpeed JSON (``deepspeed_config``), or None."""
+    if not path:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"deepspeed_config {path!r} does not exist")
+    try:
+        user = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"deepspeed_config {path!r} is not valid JSON: {exc}") from exc
+    if not isinstance(user, dict):
+        raise ConfigError(f"deepspeed_config {path!r} must hold a JSON object, got {type(user).__name__}")
+    return user
+
+
+def _meta_skeleton(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose tensors live on the meta device (no memory): deepcopy with every parameter and
+    buffer pre-mapped to an empty meta tensor, so no weight is ever copied (and shared ones stay shared)."""
+    memo: dict[int, Any] = {}
+    for param in model.parameters():
+        memo[id(param)] = nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=param.requires_grad)
+    for buffer in model.buffers():
+        memo[id(buffer)] = torch.empty_like(buffer, device="meta")
+    return copy.deepcopy(model, memo)
+
+
 def _tied_parameters(model: nn.Module) -> list[list[tuple[str, str]]]:
     """``(module name, parameter name)`` groups that share one Parameter (e.g. the tied output projection)."""
     owners: dict[int, list[tuple[str, str]]] = {}
@@ -202,27 +229,22 @@ class DeepSpeedEngine:
         self.deepspeed = deepspeed
         if not torch.cuda.is_available():
             _skip_shm_comm_op(deepspeed)
+        # The DeepSpeed JSON first: a bad file fails before any process group exists.
+        self.ds_config = deepspeed_config(config, plan, _read_user_config(config.deepspeed_config))
+        self.plan = plan
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if "RANK" not in os.environ:  # a plain single process: give DeepSpeed a one-member process group
             os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
             os.environ.setdefault("MASTER_PORT", str(_free_port()))
         deepspeed.init_distributed(dist_backend=backend)
-        user = None
-        if config.deepspeed_config:
-            path = Path(config.deepspeed_config)
-            if not path.is_file():
-                raise ConfigError(f"deepspeed_config {str(path)!r} does not exist")
-            user = json.loads(path.read_text())
-        self.ds_config = deepspeed_config(config, plan, user)
-        self.plan = plan
         optimizer = build_optimizer(model.parameters(), config.lr, config.weight_decay, config.adam_betas,
                                     config.adam_eps)
         self.scheduler = PolynomialDecay(optimizer, config.lr, total_steps, warmup_steps, config.end_lr)
         wrapped = model
         if config.zero_stage == 3:
             # A weightless (meta) copy of the architecture, materialised by full_model().
-            self._skeleton = copy.deepcopy(model).to("meta")
+            self._skeleton = _meta_skeleton(model)
             self._tied = _tied_parameters(model)
             wrapped = _Zero3Model(model, deepspeed.zero.register_external_parameter)
         self.ds, self.optimizer, _, _ = deepspeed.initialize(model=wrapped, optimizer=optimizer,

@@ -276,7 +276,8 @@ def test_all_rows_bad(make_config, tmp_path: Path) -> None:
     bad = tmp_path / "bad.tsv"
     bad.write_text("".join(f"id{i}\timg{i}\ta caption\tlabel\tnot-an-image\n" for i in range(8)))
     trainer = Trainer(make_config(train_data=str(bad), valid_data=None, max_bad_rows=100), progress=False)
-    with pytest.raises(DataError, match=r"no good row in .*bad.tsv: all 8 rows are bad; last one: .*bad.tsv:\d+: DataError: base64 image"):
+    with pytest.raises(DataError, match=r"no good row in .*bad.tsv: all 8 rows are bad; last one: "
+                                        r".*bad.tsv:\d+: DataError: base64 image"):
         trainer.train()
     trainer = Trainer(make_config(train_data=str(bad), valid_data=None, max_bad_rows=2), progress=False)
     with pytest.raises(DataError, match=r"3 bad rows in .*bad.tsv, more than max_bad_rows=2"):

@@ -4,6 +4,7 @@ how a user JSON may extend it but not contradict it."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -139,3 +140,20 @@ def test_optimizer_and_scheduler_belong_to_the_trainer(section: str) -> None:
 def test_malformed_sections() -> None:
     with pytest.raises(ConfigError, match="'zero_optimization' must be a mapping"):
         ds({"zero_optimization": 2})
+
+
+def test_user_json_file_errors(tmp_path: Path) -> None:
+    from ofa.trainer.zero import _read_user_config
+
+    assert _read_user_config(None) is None
+    with pytest.raises(ConfigError, match="does not exist"):
+        _read_user_config(str(tmp_path / "absent.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        _read_user_config(str(bad))
+    bad.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="must hold a JSON object, got list"):
+        _read_user_config(str(bad))
+    bad.write_text('{"zero_optimization": {"stage": 2}}')
+    assert _read_user_config(str(bad)) == {"zero_optimization": {"stage": 2}}

@@ -56,9 +56,7 @@ def test_zero3_bf16_scst(make_config, world: Path, tmp_path: Path) -> None:
 def test_plain_copy_keeps_weights_buffers_and_ties() -> None:
     """What ZeRO-3's full_model() hands to validation, saving and SCST generation: a hook-free copy built from a
     weightless skeleton, with every weight and buffer (also the non-persistent ones) and the tied embedding."""
-    import copy
-
-    from ofa.trainer.zero import _plain_copy, _tied_parameters
+    from ofa.trainer.zero import _meta_skeleton, _plain_copy, _tied_parameters
 
     torch.manual_seed(0)
     model = ofa.build_model("ofa-test").train()
@@ -66,7 +64,10 @@ def test_plain_copy_keeps_weights_buffers_and_ties() -> None:
         model.decoder.image_position_idx.add_(1)  # a non-persistent buffer: not in state_dict()
     tied = _tied_parameters(model)
     assert ["decoder.output_projection", "weight"] in [list(x) for group in tied for x in group]
-    skeleton = copy.deepcopy(model).to("meta")
+    skeleton = _meta_skeleton(model)
+    assert all(t.is_meta for t in [*skeleton.parameters(), *skeleton.buffers()])
+    assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
+    assert skeleton.decoder.output_projection.weight is skeleton.encoder.embed_tokens.weight
     plain = _plain_copy(skeleton, tied, model)
     assert plain.training and plain is not model
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in plain.state_dict().items())
