@@ -22,11 +22,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ofa.errors import CheckpointError, ConfigError, InputError
+from ofa.errors import CheckpointError, ConfigError, InputError, TokenizationError
 from ofa.nn.vqgan.blocks import VQDecoder, VQEncoder, build_decoder, build_encoder
 from ofa.nn.vqgan.config import VQGAN_GUMBEL_F8, VQGANConfig
 from ofa.nn.vqgan.io import check_state_dict, read_torch_file
 from ofa.nn.vqgan.quantize import GumbelQuantize
+from ofa.tokenization.image_codes import grid_shape
 
 __all__ = ["VQGAN", "build_vqgan", "images_from_pil", "images_to_pil"]
 
@@ -36,16 +37,11 @@ WEIGHTS_FILE = "weights.pt"
 
 
 def _grid_shape(grid_size: int | Sequence[int]) -> tuple[int, int]:
+    """:func:`ofa.tokenization.image_codes.grid_shape`, raising :class:`InputError` as the model's inputs do."""
     try:
-        if isinstance(grid_size, Sequence) and not isinstance(grid_size, str):
-            rows, cols = (operator.index(v) for v in grid_size)
-        else:
-            rows = cols = operator.index(grid_size)
-    except (TypeError, ValueError):
-        raise InputError(f"grid_size ({grid_size!r}) must be an int or a (rows, cols) pair of ints") from None
-    if isinstance(grid_size, bool) or rows < 1 or cols < 1:
-        raise InputError(f"grid_size ({grid_size!r}) must be positive")
-    return rows, cols
+        return grid_shape(grid_size)
+    except TokenizationError as exc:
+        raise InputError(str(exc)) from None
 
 
 class VQGAN(nn.Module):
