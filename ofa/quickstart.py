@@ -174,6 +174,13 @@ def _plot_curve(log: Path, path: Path) -> None:
     image.save(path)
 
 
+def _corners(box: Any, scale: float) -> list[float]:
+    """``box`` scaled, as the rectangle its corners span: a model may emit x1 < x0 (scored as a miss), which
+    Pillow refuses to draw as given."""
+    x0, y0, x1, y1 = (float(v) * scale for v in box)
+    return [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+
+
 def _gallery(model: Any, tok: Any, data: Path, path: Path, size: int, count: int = 8) -> None:
     """Held-out images with the predicted caption and the box predicted for one referring expression."""
     from PIL import Image, ImageDraw
@@ -198,7 +205,7 @@ def _gallery(model: Any, tok: Any, data: Path, path: Path, size: int, count: int
         gt = [v * scale for v in ex.target]
         draw.rectangle(gt, outline=(0, 160, 0), width=2)
         if getattr(box, "box", None) is not None:
-            draw.rectangle([v * scale for v in box.box], outline=(220, 0, 0), width=3)
+            draw.rectangle(_corners(box.box, scale), outline=(220, 0, 0), width=3)
         cell = Image.new("RGB", (cell_w, cell_h), "white")
         cell.paste(image, (0, 0))
         text = ImageDraw.Draw(cell)

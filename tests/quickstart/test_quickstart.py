@@ -30,3 +30,15 @@ def test_short_quickstart_beats_baselines(tmp_path):
             assert image.size[0] > 100 and image.size[1] > 100
     assert (tmp_path / "qs" / "checkpoint" / "model.pt").is_file()
     assert (tmp_path / "qs" / "checkpoint" / "tokenizer_config.json").is_file()
+
+
+def test_gallery_draws_a_predicted_box_with_swapped_corners():
+    from PIL import ImageDraw
+
+    from ofa.quickstart import _corners
+
+    # An untrained or weak model can emit x1 < x0; Pillow refuses such a rectangle as given.
+    assert _corners((50.0, 10.0, 20.0, 40.0), 3) == [60.0, 30.0, 150.0, 120.0]
+    image = Image.new("RGB", (200, 200), "white")
+    ImageDraw.Draw(image).rectangle(_corners((50, 40, 20, 10), 3), outline=(220, 0, 0), width=3)
+    assert image.getpixel((60, 60)) == (220, 0, 0)
