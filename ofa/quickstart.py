@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ofa.errors import ConfigError
+
 __all__ = ["QuickstartConfig", "run_quickstart", "QUICKSTART_MODEL"]
 
 logger = logging.getLogger(__name__)
@@ -32,9 +34,18 @@ QUICKSTART_MODEL: dict[str, Any] = dict(
 )
 
 
+# The trained tasks and the world's TSV prefix of each.
+_TASK_FILES = {"caption": "caption", "refcoco": "refcoco", "vqa_gen": "vqa"}
+
+
 @dataclass(frozen=True)
 class QuickstartConfig:
-    """Sizes and schedule of the quickstart (defaults: the ~10-minute run)."""
+    """Sizes and schedule of the quickstart (defaults: the ~10-minute run).
+
+    ``model`` holds :func:`~ofa.builders.build_model` overrides, ``world`` :class:`~ofa.datasets.WorldConfig`
+    fields other than ``image_size`` and ``seed`` (which come from this config), and ``task_ratios`` the
+    sampling weights of the three trained tasks (``caption``, ``refcoco``, ``vqa_gen``).
+    """
 
     out: str = "quickstart"
     minutes: float = 10.0
@@ -53,7 +64,36 @@ class QuickstartConfig:
     valid_max_examples: int = 200
     seed: int = 0
     model: dict[str, Any] = field(default_factory=lambda: dict(QUICKSTART_MODEL))
+    world: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        import dataclasses
+
+        from ofa.datasets.scene import WorldConfig
+
+        if not self.minutes > 0:
+            raise ConfigError(f"QuickstartConfig.minutes ({self.minutes!r}) must be > 0")
+        for name in ("num_train", "num_valid", "micro_batch_size", "valid_max_examples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"QuickstartConfig.{name} ({getattr(self, name)!r}) must be >= 1")
+        if self.num_train < self.micro_batch_size:
+            raise ConfigError(f"QuickstartConfig.num_train ({self.num_train}) must be at least micro_batch_size "
+                              f"({self.micro_batch_size})")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"QuickstartConfig.max_steps ({self.max_steps!r}) must be >= 1 or None (sized to "
+                              f"the time budget)")
+        if not self.lr > 0:
+            raise ConfigError(f"QuickstartConfig.lr ({self.lr!r}) must be > 0")
+        unknown = sorted(set(self.task_ratios) - set(_TASK_FILES))
+        if unknown or not self.task_ratios or not all(r > 0 for r in self.task_ratios.values()):
+            raise ConfigError(f"QuickstartConfig.task_ratios ({self.task_ratios!r}) needs positive ratios for "
+                              f"some of {sorted(_TASK_FILES)}")
+        allowed = {f.name for f in dataclasses.fields(WorldConfig)} - {"image_size", "seed"}
+        unknown = sorted(set(self.world) - allowed)
+        if unknown:
+            raise ConfigError(f"QuickstartConfig.world has unknown keys {unknown}; accepted: {sorted(allowed)} "
+                              f"(image_size and seed come from the quickstart config)")
 
 
 def _tokenizer(corpus: Path, config: QuickstartConfig) -> Any:
@@ -94,7 +134,8 @@ def run_quickstart(config: QuickstartConfig) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
     logger.info("writing the synthetic world to %s", data)
     paths = write_world(data, config.num_train, config.num_valid,
-                        WorldConfig(image_size=config.image_size, seed=config.seed), progress=config.progress)
+                        WorldConfig(image_size=config.image_size, seed=config.seed, **config.world),
+                        progress=config.progress)
     tok = _tokenizer(Path(paths["corpus"]), config)
     tok_dir = out / "tokenizer"
     tok.save_pretrained(tok_dir)
@@ -105,7 +146,7 @@ def run_quickstart(config: QuickstartConfig) -> dict[str, float]:
         "refcoco": {"image_size": size, "max_image_size": size},
         "vqa_gen": {"image_size": size, "candidates": answers, "mode": "allcand"},
     }
-    files = {"caption": "caption", "refcoco": "refcoco", "vqa_gen": "vqa"}
+    files = _TASK_FILES
     tasks = [TaskSpec(name=name, train_data=str(data / f"{files[name]}_train.tsv"),
                       valid_data=str(data / f"{files[name]}_valid.tsv"), options=options[name], ratio=ratio)
              for name, ratio in config.task_ratios.items()]

@@ -42,3 +42,30 @@ def test_gallery_draws_a_predicted_box_with_swapped_corners():
     image = Image.new("RGB", (200, 200), "white")
     ImageDraw.Draw(image).rectangle(_corners((50, 40, 20, 10), 3), outline=(220, 0, 0), width=3)
     assert image.getpixel((60, 60)) == (220, 0, 0)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"minutes": 0}, "minutes (0) must be > 0"),
+    ({"num_train": 8, "micro_batch_size": 32}, "num_train (8)"),
+    ({"max_steps": 0}, "max_steps (0)"),
+    ({"lr": -1.0}, "lr (-1.0)"),
+    ({"task_ratios": {"captions": 1.0}}, "'captions'"),
+    ({"task_ratios": {"caption": 0.0}}, "positive ratios"),
+    ({"world": {"max_objects": 2, "colour": "red"}}, "unknown keys ['colour']"),
+    ({"world": {"seed": 3}}, "unknown keys ['seed']"),
+])
+def test_bad_quickstart_config_is_named(kwargs, words):
+    from ofa.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        QuickstartConfig(**kwargs)
+    assert words in str(info.value)
+
+
+def test_world_overrides_reach_the_generator(tmp_path):
+    # Invalid world values are WorldConfig's to reject, with its own message.
+    from ofa.errors import ConfigError
+
+    config = QuickstartConfig(out=str(tmp_path), world={"min_objects": 3, "max_objects": 2}, progress=False)
+    with pytest.raises(ConfigError, match="min_objects"):
+        run_quickstart(config)
