@@ -1,5 +1,5 @@
 """The ``ofa`` command: ``ofa tasks``, ``ofa predict``, ``ofa evaluate``, ``ofa quickstart``, and the text-to-image
-tools ``ofa generate-image``, ``ofa train-vqgan`` and ``ofa encode-images``."""
+tools ``ofa generate-image``, ``ofa train-vqgan``, ``ofa encode-images`` and ``ofa quickstart-image``."""
 
 from __future__ import annotations
 
@@ -100,6 +100,16 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     config = QuickstartConfig(out=args.out, minutes=args.minutes, max_steps=args.steps, seed=args.seed,
                               progress=not args.no_progress)
     metrics = run_quickstart(config)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _cmd_quickstart_image(args: argparse.Namespace) -> int:
+    from ofa.quickstart_image import ImageQuickstartConfig, run_image_quickstart
+
+    config = ImageQuickstartConfig(out=args.out, minutes=args.minutes, vqgan_steps=args.vqgan_steps,
+                                   t2i_steps=args.t2i_steps, seed=args.seed, progress=not args.no_progress)
+    metrics = run_image_quickstart(config)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -223,6 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser("quickstart-image", help="text-to-image on the CPU: generate a shape world, train a tiny "
+                       "VQGAN and a small OFA on it, sample images for held-out captions, and write metrics, a "
+                       "gallery and both models")
+    p.add_argument("--out", default="quickstart_image", help="output directory (default: ./quickstart_image)")
+    p.add_argument("--minutes", type=float, default=10.0, help="time budget of the whole run (default 10)")
+    p.add_argument("--vqgan-steps", type=int, help="train the VQGAN exactly this many steps (default: sized to "
+                   "--minutes)")
+    p.add_argument("--t2i-steps", type=int, help="train the text-to-image model exactly this many steps (default: "
+                   "sized to --minutes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_quickstart_image)
 
     p = sub.add_parser("generate-image", help="text-to-image: sample code grids, decode them with a VQGAN, "
                        "rerank, write PNGs (best first) and print one JSON line per prompt")
