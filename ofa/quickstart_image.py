@@ -9,7 +9,7 @@ from scratch on ``image_gen`` with the real :class:`~ofa.trainer.Trainer`, sampl
 * ``metrics.json``: the VQGAN's reconstruction error on the validation images (``vqgan_l1`` / ``vqgan_l2``)
   and that of the per-image mean colour (``baseline_vqgan_*``); the task's proxy ``code_accuracy`` (greedy
   decoding against the reference grids) and the most-frequent-code baselines; ``color_match``, the fraction of
-  samples that show exactly the colours their caption names (:class:`~ofa.color_check.ColorCheck`), next to
+  samples that show exactly the colours their caption names (:class:`~ofa.metrics.color_check.ColorCheck`), next to
   the same fraction for code grids drawn at random from the training codes' frequencies and for the samples
   judged against another caption; ``order_accuracy`` (two named colours in caption order, left to right);
   step counts and minutes;
@@ -41,7 +41,7 @@ from ofa.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-    from ofa.color_check import ColorCheck
+    from ofa.metrics.color_check import ColorCheck
 
 __all__ = ["ImageQuickstartConfig", "run_image_quickstart", "IMAGE_QUICKSTART_MODEL"]
 
@@ -355,7 +355,7 @@ def _run(config: ImageQuickstartConfig) -> dict[str, float | None]:
     import torch
 
     from ofa.builders import build_model
-    from ofa.color_check import ColorCheck
+    from ofa.metrics.color_check import ColorCheck
     from ofa.data.image_text import read_image_text
     from ofa.datasets import write_world
     from ofa.nn.vqgan import images_from_pil, reconstruction_error, train_vqgan

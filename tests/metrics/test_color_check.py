@@ -1,4 +1,4 @@
-"""Tests for ofa.color_check: the colour check of generated shape-world images."""
+"""Tests for ofa.metrics.color_check: the colour check of generated shape-world images."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ofa.color_check import ColorCheck
+from ofa.metrics.color_check import ColorCheck
 from ofa.datasets import captions, generate_scene, render
 from ofa.errors import ConfigError, InputError
 from ofa.quickstart_image import ImageQuickstartConfig
