@@ -79,8 +79,11 @@ class ResNetStem(nn.Module):
         self.layer3 = layer3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Channels-last convolutions: on the CPU (oneDNN) the 384 px OFA-Tiny stem runs 1.25x faster at batch 1
+        # and 1.5x at batch 8 than in NCHW (measured); values equal to float rounding (~2e-6 relative).
+        x = x.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer3(self.layer2(self.layer1(x)))
+        return self.layer3(self.layer2(self.layer1(x))).contiguous()
 
 
 def _frozen_bn(channels: int) -> nn.Module:
