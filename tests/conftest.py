@@ -1,4 +1,5 @@
-"""Shared fixtures: a fixed seed, the golden reference file, and small OFA models with lively weights."""
+"""Shared fixtures: a fixed seed, the golden reference file, small OFA models with lively weights, and the tiny
+test tokenizer with a seed-0 ``ofa-test`` model sized for it (and both saved as one checkpoint folder)."""
 
 from __future__ import annotations
 
@@ -71,3 +72,30 @@ def make_model(seed: int) -> Callable[..., Any]:
 def test_model(make_model: Callable[..., Any]) -> Any:
     """``ofa.build_model("ofa-test")`` in eval mode (2+2 layers, width 32, vocab 1024, tiny ResNet)."""
     return make_model()
+
+
+SMALL_GRID = 2  # image_gen code grid of ``small_model`` (code_image_size = 8 * SMALL_GRID)
+
+
+@pytest.fixture(scope="session")
+def tok() -> Any:
+    """The tiny test tokenizer (809 ids: 640 text, 64 image codes, 100 location bins)."""
+    return ofa.OFATokenizer.from_test_assets()
+
+
+@pytest.fixture(scope="session")
+def small_model(tok: Any) -> Any:
+    """A random ``ofa-test`` model (seed 0, default init) for ``tok``'s vocabulary with a 2x2 code grid, eval mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = ofa.build_model("ofa-test", vocab_size=len(tok), code_image_size=8 * SMALL_GRID)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory, small_model: Any, tok: Any) -> Path:
+    """``small_model`` and ``tok`` saved in one folder (what ``ofa predict --checkpoint`` takes)."""
+    directory = tmp_path_factory.mktemp("checkpoint")
+    small_model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory

@@ -62,11 +62,6 @@ class FakeCaptionTask:
         return None
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return ofa.OFATokenizer.from_test_assets()
-
-
 def _write_tsv(path, b64_factory, num_rows: int, bad: dict[int, str] | None = None) -> None:
     """Rows ``id_i``; ``bad`` maps a row index to the kind of damage: image | columns | text."""
     bad = bad or {}

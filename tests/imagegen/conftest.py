@@ -1,5 +1,6 @@
-"""Fixtures of the text-to-image tests: the tiny tokenizer (64 codes), an ``ofa-test`` model with a 2x2 code grid,
-a tiny VQGAN whose codebook matches the tokenizer, checkpoint folders of both, and a few shape-world images."""
+"""Fixtures of the text-to-image tests: a tiny VQGAN whose codebook matches the test tokenizer (64 codes), its
+checkpoint folder and a few shape-world images. The tokenizer, ``small_model`` (2x2 code grid) and their
+``checkpoint_dir`` come from ``tests/conftest.py``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-import ofa
 from ofa.datasets import WorldConfig, write_world
 from ofa.nn.vqgan import VQGANConfig, build_vqgan
 
@@ -27,7 +27,7 @@ def tiny_vqgan_config() -> VQGANConfig:
 
 @pytest.fixture(scope="session")
 def grid() -> int:
-    """Code grid side of ``gen_model``."""
+    """Code grid side of ``small_model``."""
     return GRID
 
 
@@ -41,35 +41,11 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def tok() -> Any:
-    """The tiny test tokenizer (64 image codes)."""
-    return ofa.OFATokenizer.from_test_assets()
-
-
-@pytest.fixture(scope="session")
-def gen_model(tok: Any) -> Any:
-    """A random ``ofa-test`` model for ``tok`` with a 2x2 code grid, in eval mode."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = ofa.build_model("ofa-test", vocab_size=len(tok), code_image_size=8 * GRID)
-    return model.eval()
-
-
-@pytest.fixture(scope="session")
 def vqgan() -> Any:
     """A random tiny VQGAN with the tokenizer's 64 codes, in eval mode."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return build_vqgan(TINY_VQGAN).eval()
-
-
-@pytest.fixture(scope="session")
-def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory, gen_model: Any, tok: Any) -> Path:
-    """The model and the tokenizer saved in one folder (what ``--checkpoint`` takes)."""
-    directory = tmp_path_factory.mktemp("gen_checkpoint")
-    gen_model.save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="session")

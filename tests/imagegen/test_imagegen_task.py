@@ -19,7 +19,7 @@ from ofa.tasks.base import Example
 from ofa.tasks.image_gen import ImageGenPrediction, ImageGenTask, check_codebook
 from ofa.tasks.image_scorers import ColorNameScorer
 
-GRID = 2  # the conftest's gen_model grid (checked by test_grid_matches_the_fixture)
+GRID = 2  # the conftest's small_model grid (checked by test_grid_matches_the_fixture)
 
 
 class FixedScorer:
@@ -38,9 +38,9 @@ def batch_of(task: ImageGenTask, tok: Any, *captions: str) -> Any:
     return collate([task.encode(Example(id=i, text=c), tok) for i, c in enumerate(captions)], pad_id=tok.pad_id)
 
 
-def test_predictions_carry_pil_images_of_the_vqgan_size(tok: Any, gen_model: Any, vqgan: Any) -> None:
+def test_predictions_carry_pil_images_of_the_vqgan_size(tok: Any, small_model: Any, vqgan: Any) -> None:
     task = ofa.get_task("image_gen", grid_size=GRID, num_samples=3, vqgan=vqgan, scorer="color")
-    preds = task.predict(gen_model, batch_of(task, tok, "a red circle", "a blue square"), tok)
+    preds = task.predict(small_model, batch_of(task, tok, "a red circle", "a blue square"), tok)
     side = GRID * vqgan.downsample_factor
     for pred in preds:
         assert isinstance(pred, ImageGenPrediction)
@@ -56,15 +56,15 @@ def test_predictions_carry_pil_images_of_the_vqgan_size(tok: Any, gen_model: Any
         assert "images" not in record and "image" not in record and record["ranking"] == pred.ranking
 
 
-def test_reranking_follows_the_scorer_and_ties_keep_model_order(tok: Any, gen_model: Any, vqgan: Any) -> None:
+def test_reranking_follows_the_scorer_and_ties_keep_model_order(tok: Any, small_model: Any, vqgan: Any) -> None:
     plain = ImageGenTask(grid_size=GRID, num_samples=4, vqgan=vqgan)
-    base = plain.predict(gen_model, batch_of(plain, tok, "a red circle"), tok)[0]
+    base = plain.predict(small_model, batch_of(plain, tok, "a red circle"), tok)[0]
     assert base.ranking == [0, 1, 2, 3] and base.scorer_scores == []
     assert base.sample_scores == sorted(base.sample_scores, reverse=True)
 
     scorer = FixedScorer([0.1, 0.9, 0.5, 0.9])
     task = ImageGenTask(grid_size=GRID, num_samples=4, vqgan=vqgan, scorer=scorer)
-    pred = task.predict(gen_model, batch_of(task, tok, "A  Red Circle"), tok)[0]
+    pred = task.predict(small_model, batch_of(task, tok, "A  Red Circle"), tok)[0]
     assert scorer.calls[0][0] == ["a red circle"] * 4  # the caption as the model read it
     assert pred.ranking == [1, 3, 2, 0]  # 0.9 (model rank 1) before 0.9 (model rank 3): ties by model score
     assert pred.scorer_scores == [0.9, 0.9, 0.5, 0.1]
@@ -73,10 +73,10 @@ def test_reranking_follows_the_scorer_and_ties_keep_model_order(tok: Any, gen_mo
     assert pred.score == base.sample_scores[1] and torch.equal(pred.codes, base.samples[1])
 
 
-def test_scorer_without_vqgan_is_unused_and_decode_draws(tok: Any, gen_model: Any, vqgan: Any) -> None:
+def test_scorer_without_vqgan_is_unused_and_decode_draws(tok: Any, small_model: Any, vqgan: Any) -> None:
     scorer = FixedScorer([1.0, 0.0])
     task = ImageGenTask(grid_size=GRID, num_samples=2, scorer=scorer)
-    pred = task.predict(gen_model, batch_of(task, tok, "a red circle"), tok)[0]
+    pred = task.predict(small_model, batch_of(task, tok, "a red circle"), tok)[0]
     assert pred.images == [] and pred.image is None and scorer.calls == [] and pred.ranking == [0, 1]
     with pytest.raises(ConfigError, match="no VQGAN"):
         task.images(pred.samples)
@@ -93,33 +93,33 @@ def test_vqgan_from_a_path_and_the_caption_fallback(tok: Any, vqgan_dir: Path) -
     assert task.sample_caption(sample, tok) == "two blue squares"  # decoded from the source ids
 
 
-def test_grid_matches_the_fixture(grid: int, gen_model: Any) -> None:
-    assert grid == GRID and gen_model.config.code_image_size == 8 * GRID
+def test_grid_matches_the_fixture(grid: int, small_model: Any) -> None:
+    assert grid == GRID and small_model.config.code_image_size == 8 * GRID
 
 
-def test_codebook_mismatch_raises_a_clear_error(tok: Any, gen_model: Any, tiny_vqgan_config: VQGANConfig) -> None:
+def test_codebook_mismatch_raises_a_clear_error(tok: Any, small_model: Any, tiny_vqgan_config: VQGANConfig) -> None:
     other = build_vqgan(VQGANConfig(**{**tiny_vqgan_config.to_dict(), "num_codes": 32})).eval()
     with pytest.raises(ConfigError, match=r"codebook size \(32\) must equal the tokenizer's number of code "
                                           r"tokens \(64\)"):
         check_codebook(other, tok)
     task = ImageGenTask(grid_size=GRID, vqgan=other)
     with pytest.raises(ConfigError, match="codebook size"):
-        task.predict(gen_model, batch_of(task, tok, "a red circle"), tok)
+        task.predict(small_model, batch_of(task, tok, "a red circle"), tok)
     with pytest.raises(ConfigError, match="vqgan must be a VQGAN"):
         ImageGenTask(grid_size=GRID, vqgan=42)  # type: ignore[arg-type]
 
 
-def test_bad_grids_and_scorers_raise(tok: Any, gen_model: Any, vqgan: Any) -> None:
+def test_bad_grids_and_scorers_raise(tok: Any, small_model: Any, vqgan: Any) -> None:
     task = ImageGenTask(grid_size=GRID, vqgan=vqgan, num_samples=2, scorer=FixedScorer([1.0]))
     with pytest.raises(InputError, match="returned 1 scores for 2"):
-        task.predict(gen_model, batch_of(task, tok, "a red circle"), tok)
+        task.predict(small_model, batch_of(task, tok, "a red circle"), tok)
     with pytest.raises(InputError, match="out of range"):
         task.images([torch.tensor([[0, 1], [2, 64]])])
     with pytest.raises(InputError, match="do not fill grid_size"):
         vqgan.decode(torch.zeros(1, 5, dtype=torch.long), grid_size=GRID)
     wrong = ImageGenTask(grid_size=3, vqgan=vqgan)
     with pytest.raises(ConfigError, match="code_image_size=24"):
-        wrong.predict(gen_model, batch_of(wrong, tok, "x"), tok)
+        wrong.predict(small_model, batch_of(wrong, tok, "x"), tok)
     for bad in ({"grid_size": 0}, {"num_samples": 0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             ImageGenTask(**bad)

@@ -1,49 +1,20 @@
-"""Fixtures of the task-layer tests: the tiny tokenizer, an ``ofa-test`` model sized for it, real images and
-a checkpoint directory (model + tokenizer) as ``ofa predict --checkpoint`` takes it."""
+"""Fixtures of the task-layer tests: real image files. The tiny tokenizer, ``small_model`` and ``checkpoint_dir``
+come from ``tests/conftest.py``."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-
-import ofa
-
-GRID_SIZE = 2  # image_gen code grid of the test model (code_image_size = 8 * GRID_SIZE)
 
 
 def make_image(seed: int, size: tuple[int, int] = (80, 48)) -> Image.Image:
     """A noise image (width, height) without pure red pixels, so drawn boxes can be found."""
     pixels = np.random.RandomState(seed).randint(0, 200, size=(size[1], size[0], 3)).astype("uint8")
     return Image.fromarray(pixels, "RGB")
-
-
-@pytest.fixture(scope="session")
-def tok() -> Any:
-    """The tiny test tokenizer (809 ids: 64 image codes, 100 location bins)."""
-    return ofa.OFATokenizer.from_test_assets()
-
-
-@pytest.fixture(scope="session")
-def task_model(tok: Any) -> Any:
-    """An ``ofa-test`` model (random, fixed seed) whose vocabulary matches ``tok``, in eval mode."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = ofa.build_model("ofa-test", vocab_size=len(tok), code_image_size=8 * GRID_SIZE)
-    return model.eval()
-
-
-@pytest.fixture(scope="session")
-def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory, task_model: Any, tok: Any) -> Path:
-    """A directory holding both the model and the tokenizer files (``save_pretrained`` of each)."""
-    directory = tmp_path_factory.mktemp("checkpoint")
-    task_model.save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ def test_jsonl_images_relative_to_the_file(tmp_path: Path, pil_image: Callable[.
     assert bad[0][0] == 2 and "gone.png" in bad[0][1]
 
 
-def test_evaluate_scores_the_predictions(tmp_path: Path, task_model: Any, tok: Any,
+def test_evaluate_scores_the_predictions(tmp_path: Path, small_model: Any, tok: Any,
                                          pil_image: Callable[..., Image.Image]) -> None:
     data = tmp_path / "snli.tsv"
     rows = [[f"u{i}", "im", encode_image_base64(pil_image(i), "PNG"), "a square", "a red square", label]
@@ -73,7 +73,7 @@ def test_evaluate_scores_the_predictions(tmp_path: Path, task_model: Any, tok: A
     data.write_text("".join("\t".join(r) + "\n" for r in rows))
     task = ofa.get_task("snli_ve", image_size=64)
     examples = read_examples(data, task)
-    metrics, preds = evaluate(task, task_model, tok, examples, batch_size=2)
+    metrics, preds = evaluate(task, small_model, tok, examples, batch_size=2)
     assert [p.id for p in preds] == ["u0", "u1", "u2"]
     expected = sum(p.answer == want for p, want in zip(preds, ["yes", "maybe", "no"])) / 3
     assert metrics == {"accuracy": pytest.approx(expected)}

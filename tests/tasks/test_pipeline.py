@@ -24,8 +24,8 @@ def images(pil_image: Callable[..., Image.Image]) -> list[Image.Image]:
 
 
 @pytest.fixture
-def caption(task_model: Any, tok: Any) -> Pipeline:
-    return ofa.pipeline("caption", model=task_model, tokenizer=tok, **CAPTION)
+def caption(small_model: Any, tok: Any) -> Pipeline:
+    return ofa.pipeline("caption", model=small_model, tokenizer=tok, **CAPTION)
 
 
 def same(a: list[Any], b: list[Any]) -> None:
@@ -62,15 +62,15 @@ def test_list_gives_a_list_in_order(caption: Pipeline, images: list[Image.Image]
     assert caption([images[0]])[0].text == many[0].text  # a one-element list is still a list
 
 
-def test_small_batches_give_the_same_predictions(task_model: Any, tok: Any, images: list[Image.Image]) -> None:
+def test_small_batches_give_the_same_predictions(small_model: Any, tok: Any, images: list[Image.Image]) -> None:
     for name, options, text in [
         ("caption", CAPTION, None),
         ("refcoco", {"image_size": 64, "max_image_size": 64}, ["the dog", "a cat on the left", "x", "y z", "w"]),
         ("vqa_gen", {"image_size": 64, "candidates": ["red", "two", "hot dog"]},
          ["what is it?", "how many dogs are on the grass", "why", "what colour", "is it"]),
     ]:
-        one_batch = ofa.pipeline(name, model=task_model, tokenizer=tok, batch_size=8, **options)(images, text=text)
-        small = ofa.pipeline(name, model=task_model, tokenizer=tok, batch_size=2, **options)(images, text=text)
+        one_batch = ofa.pipeline(name, model=small_model, tokenizer=tok, batch_size=8, **options)(images, text=text)
+        small = ofa.pipeline(name, model=small_model, tokenizer=tok, batch_size=2, **options)(images, text=text)
         assert len(one_batch) == 5
         same(one_batch, small)
 
@@ -88,13 +88,13 @@ def test_paths_pil_and_bytes_are_accepted(caption: Pipeline, pil_image: Callable
     assert caption(rgba).text == from_pil.text
 
 
-def test_text_fields_and_broadcasting(task_model: Any, tok: Any, images: list[Image.Image]) -> None:
-    refcoco = ofa.pipeline("refcoco", model=task_model, tokenizer=tok, image_size=64, max_image_size=64)
+def test_text_fields_and_broadcasting(small_model: Any, tok: Any, images: list[Image.Image]) -> None:
+    refcoco = ofa.pipeline("refcoco", model=small_model, tokenizer=tok, image_size=64, max_image_size=64)
     preds = refcoco(images[:2], text="the dog")  # one text for every image
     assert all(isinstance(p, GroundingPrediction) and p.box is not None for p in preds)
     assert isinstance(refcoco(images[0], text=["the dog"]), list)
 
-    region = ofa.pipeline("region_caption", model=task_model, tokenizer=tok, max_image_size=64, **CAPTION)
+    region = ofa.pipeline("region_caption", model=small_model, tokenizer=tok, max_image_size=64, **CAPTION)
     box = [0, 0, 20, 20]
     shared = region.examples(images[:4], region=box)  # a single box is shared, even with 4 inputs
     assert [ex.extra["region"] for ex in shared] == [box] * 4
@@ -105,14 +105,14 @@ def test_text_fields_and_broadcasting(task_model: Any, tok: Any, images: list[Im
         region.examples(images[:4], region=boxes[:3])
     assert all(isinstance(p, CaptionPrediction) for p in region(images[:2], region=box))
 
-    sst2 = ofa.pipeline("sst2", model=task_model, tokenizer=tok)
+    sst2 = ofa.pipeline("sst2", model=small_model, tokenizer=tok)
     answers = sst2(text=["a fine film", "dull"])
     assert [type(a) for a in answers] == [AnswerPrediction] * 2
     assert all(a.answer in ("positive", "negative") for a in answers)
     assert isinstance(sst2(text="great"), AnswerPrediction)
 
 
-def test_bad_inputs_raise_clear_errors(caption: Pipeline, task_model: Any, tok: Any,
+def test_bad_inputs_raise_clear_errors(caption: Pipeline, small_model: Any, tok: Any,
                                        images: list[Image.Image], tmp_path: Path) -> None:
     with pytest.raises(InputError, match="2 images for 3 inputs"):
         caption(images[:2], text=["a", "b", "c"])
@@ -126,25 +126,25 @@ def test_bad_inputs_raise_clear_errors(caption: Pipeline, task_model: Any, tok: 
         caption(text="no image here")
     small_tok = ofa.OFATokenizer.from_test_assets(num_bins=50)
     with pytest.raises(InputError, match=f"{len(small_tok)}.*{len(tok)}"):
-        ofa.pipeline("caption", model=task_model, tokenizer=small_tok)
+        ofa.pipeline("caption", model=small_model, tokenizer=small_tok)
     with pytest.raises(InputError, match="tokenizer"):
-        ofa.pipeline("caption", model=task_model)
+        ofa.pipeline("caption", model=small_model)
     with pytest.raises(InputError, match="batch_size"):
-        ofa.pipeline("caption", model=task_model, tokenizer=tok, batch_size=0)
+        ofa.pipeline("caption", model=small_model, tokenizer=tok, batch_size=0)
     with pytest.raises(PluginError, match="caption"):
-        ofa.pipeline("no_such_task", model=task_model, tokenizer=tok)
+        ofa.pipeline("no_such_task", model=small_model, tokenizer=tok)
 
 
-def test_progress_bar(task_model: Any, tok: Any, images: list[Image.Image],
+def test_progress_bar(small_model: Any, tok: Any, images: list[Image.Image],
                       capsys: pytest.CaptureFixture[str]) -> None:
-    quiet = ofa.pipeline("caption", model=task_model, tokenizer=tok, batch_size=2, progress=False, **CAPTION)
+    quiet = ofa.pipeline("caption", model=small_model, tokenizer=tok, batch_size=2, progress=False, **CAPTION)
     expected = quiet(images[:3])
     assert capsys.readouterr().err == ""
-    loud = ofa.pipeline("caption", model=task_model, tokenizer=tok, batch_size=2, progress=True, **CAPTION)
+    loud = ofa.pipeline("caption", model=small_model, tokenizer=tok, batch_size=2, progress=True, **CAPTION)
     same(loud(images[:3]), expected)
     err = capsys.readouterr().err
     assert "caption" in err and "2/2" in err
-    auto = ofa.pipeline("caption", model=task_model, tokenizer=tok, batch_size=2, **CAPTION)
+    auto = ofa.pipeline("caption", model=small_model, tokenizer=tok, batch_size=2, **CAPTION)
     same(auto(images[:3]), expected)  # more inputs than one batch: shown by default
     assert "2/2" in capsys.readouterr().err
 
@@ -156,8 +156,8 @@ def test_checkpoint_directory_gives_model_and_tokenizer(checkpoint_dir: Path, ca
     same([loaded(images[0])], [caption(images[0])])
 
 
-def test_a_task_object_is_accepted(task_model: Any, tok: Any, images: list[Image.Image]) -> None:
+def test_a_task_object_is_accepted(small_model: Any, tok: Any, images: list[Image.Image]) -> None:
     task = ofa.get_task("image_classify", image_size=64, class_names=["cat", "dog"])
-    pred = ofa.pipeline(task, model=task_model, tokenizer=tok)(images[0])
+    pred = ofa.pipeline(task, model=small_model, tokenizer=tok)(images[0])
     assert isinstance(pred, AnswerPrediction) and pred.answer in ("cat", "dog")
     assert [c for c, _ in pred.ranked] == sorted(["cat", "dog"], key=lambda c: c != pred.answer)

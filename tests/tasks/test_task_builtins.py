@@ -429,7 +429,7 @@ def test_image_gen_settings_decode_and_score(tok: Any) -> None:
     assert task.score([pred], refs) == {"code_accuracy": 0.75}
 
 
-def test_image_gen_parse_row_and_model_mismatch(tok: Any, task_model: Any) -> None:
+def test_image_gen_parse_row_and_model_mismatch(tok: Any, small_model: Any) -> None:
     task = ofa.get_task("image_gen", grid_size=2)
     example = task.parse_row(["u", "1 2 3 4", "a red square"])
     assert example.target == [1, 2, 3, 4] and example.text == "a red square" and example.image is None
@@ -440,11 +440,11 @@ def test_image_gen_parse_row_and_model_mismatch(tok: Any, task_model: Any) -> No
     wrong = ofa.get_task("image_gen", grid_size=3)
     batch = collate([wrong.encode(Example(id=0, text="x"), tok)], pad_id=tok.pad_id)
     with pytest.raises(ConfigError, match="code_image_size"):
-        wrong.predict(task_model, batch, tok)
+        wrong.predict(small_model, batch, tok)
 
 
 # -- sst2 -------------------------------------------------------------------------------------------------------
-def test_sst2_is_text_only(tok: Any, task_model: Any) -> None:
+def test_sst2_is_text_only(tok: Any, small_model: Any) -> None:
     task = ofa.get_task("sst2")
     sample = task.encode(Example(id=0, text="a  great   movie", target="1"), tok, training=True)
     assert sample.source == tok.encode_source(' is the sentiment of text " a great movie " positive or negative?')
@@ -452,7 +452,7 @@ def test_sst2_is_text_only(tok: Any, task_model: Any) -> None:
     assert sample.prev_output == sample.source[:-1] + tok.encode(" positive")
     batch = collate([sample], pad_id=tok.pad_id)
     assert batch.patch_images is None
-    logits = task_model(batch.src_tokens, batch.prev_output_tokens).logits
+    logits = small_model(batch.src_tokens, batch.prev_output_tokens).logits
     assert logits.shape == (1, len(sample.prev_output), len(tok))
     for label, answer in [("1", "positive"), ("0", "negative"), ("Positive", "positive"), ("negative", "negative")]:
         assert task.answer_text(Example(target=label)) == answer

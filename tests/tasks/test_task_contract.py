@@ -123,7 +123,7 @@ def _check_scores(scores: Any) -> None:
 
 
 @pytest.mark.parametrize("name", ofa.list_tasks())
-def test_task_contract(name: str, tok: Any, task_model: Any, pil_image: Callable[..., Image.Image]) -> None:
+def test_task_contract(name: str, tok: Any, small_model: Any, pil_image: Callable[..., Image.Image]) -> None:
     task, _, factory, needs_image = _case(name)
     assert task.name == name
     examples = [factory(pil_image(1, (80, 48)), 0), factory(pil_image(2, (50, 70)), 1)]
@@ -134,7 +134,7 @@ def test_task_contract(name: str, tok: Any, task_model: Any, pil_image: Callable
         _check_training_sample(sample, tok, needs_image)
     batch = collate(samples, pad_id=tok.pad_id)
     with torch.no_grad():
-        out = task_model(batch.src_tokens, batch.prev_output_tokens, batch.patch_images, batch.patch_masks,
+        out = small_model(batch.src_tokens, batch.prev_output_tokens, batch.patch_images, batch.patch_masks,
                          batch.code_masks)
     assert out.logits.shape == (2, batch.prev_output_tokens.shape[1], len(tok))
     assert bool(torch.isfinite(out.logits).all())
@@ -145,11 +145,11 @@ def test_task_contract(name: str, tok: Any, task_model: Any, pil_image: Callable
     assert [s.source for s in inference] == [s.source for s in samples]
     infer_batch = collate(inference, pad_id=tok.pad_id)
     if hasattr(task, "predict"):
-        preds = task.predict(task_model, infer_batch, tok)
+        preds = task.predict(small_model, infer_batch, tok)
     else:
         from ofa.generation import generate
 
-        hypos = generate(task_model, infer_batch.src_tokens, patch_images=infer_batch.patch_images,
+        hypos = generate(small_model, infer_batch.src_tokens, patch_images=infer_batch.patch_images,
                          patch_masks=infer_batch.patch_masks, config=task.generation_config(tok),
                          prefix_tokens=infer_batch.prefix_tokens)
         preds = [task.decode(h[0].tokens.tolist(), tok, s) for h, s in zip(hypos, inference)]
@@ -163,12 +163,12 @@ def test_task_contract(name: str, tok: Any, task_model: Any, pil_image: Callable
 
 
 @pytest.mark.parametrize("name", ofa.list_tasks())
-def test_task_through_the_pipeline_on_an_image_file(name: str, tok: Any, task_model: Any,
+def test_task_through_the_pipeline_on_an_image_file(name: str, tok: Any, small_model: Any,
                                                     image_file: Callable[..., Path]) -> None:
     task, _, factory, needs_image = _case(name)
     path = image_file(seed=3, size=(72, 40))
     example = factory(Image.open(path), 0)
-    runner = ofa.pipeline(task, model=task_model, tokenizer=tok)
+    runner = ofa.pipeline(task, model=small_model, tokenizer=tok)
     pred = runner(str(path) if needs_image else None, text=example.text, **example.extra)
     assert isinstance(pred, Prediction) and pred.id == 0
     json.dumps(pred.to_dict())
