@@ -12,8 +12,8 @@ from ofa.quickstart import QuickstartConfig, run_quickstart
 
 @pytest.mark.slow
 def test_short_quickstart_beats_baselines(tmp_path):
-    # Shortened: 2000 steps instead of the ~3300 of the 10-minute budget (about 5 minutes on 2 idle cores).
-    config = QuickstartConfig(out=str(tmp_path / "qs"), num_train=2000, num_valid=100, max_steps=2000,
+    # Shortened: 1500 steps on 4000 images instead of ~3200 on 10000 (about 4 minutes on 2 idle cores).
+    config = QuickstartConfig(out=str(tmp_path / "qs"), num_train=4000, num_valid=100, max_steps=1500,
                               valid_max_examples=100, progress=False)
     metrics = run_quickstart(config)
     saved = json.loads((tmp_path / "qs" / "metrics.json").read_text())
@@ -22,9 +22,9 @@ def test_short_quickstart_beats_baselines(tmp_path):
                 "baseline_grounding_acc50", "baseline_vqa_acc"):
         assert key in metrics
     # "A wide margin": well above the trivial answers, as the quickstart shows.
-    assert metrics["caption_cider"] >= metrics["baseline_caption_cider"] + 0.3
-    assert metrics["grounding_acc50"] >= metrics["baseline_grounding_acc50"] + 0.3
-    assert metrics["vqa_acc"] >= metrics["baseline_vqa_acc"] + 0.2
+    assert metrics["caption_cider"] >= metrics["baseline_caption_cider"] + 1.0, metrics
+    assert metrics["grounding_acc50"] >= metrics["baseline_grounding_acc50"] + 0.3, metrics
+    assert metrics["vqa_acc"] >= metrics["baseline_vqa_acc"] + 0.3, metrics
     for name in ("curve.png", "gallery.png"):
         with Image.open(tmp_path / "qs" / name) as image:
             assert image.size[0] > 100 and image.size[1] > 100
