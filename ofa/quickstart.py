@@ -115,8 +115,8 @@ def _tokenizer(corpus: Path, config: QuickstartConfig) -> Any:
 
 
 def _estimate_steps(config: QuickstartConfig, trainer_factory: Any, started: float) -> int:
-    """Time a few steps and size the run to the time budget: what is left of 85% of it once the data, the
-    BPE and this probe are done (evaluation and pictures take under a minute of the remaining 15%)."""
+    """Time a few steps and size the run to the time budget: what is left of 92% of it once the data, the
+    BPE and this probe are done (evaluation and pictures take about 30 s of the remaining 8%: a measured default run took 8.2 minutes at 85%)."""
     if config.max_steps is not None:
         return config.max_steps
     trainer = trainer_factory(10_000)
@@ -126,7 +126,7 @@ def _estimate_steps(config: QuickstartConfig, trainer_factory: Any, started: flo
     for _ in range(probe):
         trainer.train_step()
     per_step = (time.perf_counter() - start) / probe
-    budget = config.minutes * 60 * 0.85 - (time.perf_counter() - started)
+    budget = config.minutes * 60 * 0.92 - (time.perf_counter() - started)
     return max(int(budget / per_step), 20)
 
 
