@@ -71,8 +71,8 @@ def main() -> None:
         _child(args)
         return
     import ofa
-    from ofa.datasets import write_world
-    from ofa.datasets.world import WorldConfig
+    from ofa.apps.shapeworld import write_world
+    from ofa.apps.shapeworld.world import WorldConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         write_world(tmp, num_train=64, num_valid=1, config=WorldConfig(seed=0), progress=False)

@@ -65,6 +65,7 @@ from ofa.pipeline import pipeline  # noqa: E402
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'ofa' has no attribute {name!r}")
+    # import cost: public names load on first use
     import importlib
 
     module_name, attr = _LAZY[name]

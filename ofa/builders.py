@@ -9,6 +9,7 @@ from torch import nn
 
 from ofa.config import OFAConfig, ResNetConfig, with_overrides
 from ofa.errors import ConfigError
+from ofa.model import OFAModel
 from ofa.nn.attention import MultiheadAttention
 from ofa.nn.decoder import OFADecoder
 from ofa.nn.drop_path import drop_path_rates
@@ -16,7 +17,6 @@ from ofa.nn.encoder import OFAEncoder
 from ofa.nn.layers import DecoderLayer, EncoderLayer
 from ofa.nn.rel_pos import decoder_image_position_ids, num_image_rel_rows
 from ofa.nn.resnet import build_resnet
-from ofa.model import OFAModel
 
 __all__ = [
     "OFA_TEST", "OFA_TINY", "OFA_MEDIUM", "OFA_BASE", "OFA_LARGE", "OFA_HUGE", "PRESETS",

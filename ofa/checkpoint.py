@@ -27,9 +27,11 @@ from typing import Any
 
 import torch
 
+from ofa.builders import build_ofa
 from ofa.config import OFAConfig, ResNetConfig, with_overrides
 from ofa.errors import CheckpointError, ConfigError
 from ofa.nn.rel_pos import decoder_image_position_ids, image_bucket_index, token_rel_positions
+from ofa.serialization import CONFIG_NAME, FORMAT_NAME, WEIGHTS_NAME, write_pretrained
 
 __all__ = [
     "load_checkpoint",
@@ -42,9 +44,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT_NAME = "ofa-unified"
-WEIGHTS_NAME = "model.pt"
-CONFIG_NAME = "config.json"
 
 # Module prefixes whose pickled objects (config containers, enums) are rebuilt as inert data holders.
 _STUB_PREFIXES = ("omegaconf.", "fairseq.", "hydra.", "typing.", "enum.", "pathlib.", "collections.")
@@ -448,8 +447,6 @@ def load_checkpoint(
     Raises:
         CheckpointError: unreadable, truncated or foreign file; weights that do not fit the architecture.
     """
-    from ofa.builders import build_ofa
-
     state, stored, fmt = read_checkpoint(path, trust_pickle=trust_pickle, map_location=map_location)
     if fmt == FORMAT_NAME:
         config = OFAConfig.from_dict(stored["config"])
@@ -471,13 +468,4 @@ def load_checkpoint(
 
 def save_pretrained(model: Any, directory: str | os.PathLike[str]) -> None:
     """Write ``config.json`` (format tag + :meth:`OFAConfig.to_dict`) and ``model.pt`` atomically."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    weights = directory / WEIGHTS_NAME
-    tmp = directory / (WEIGHTS_NAME + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, weights)
-    config = {"format": FORMAT_NAME, "config": model.config.to_dict()}
-    tmp_config = directory / (CONFIG_NAME + ".tmp")
-    tmp_config.write_text(json.dumps(config, indent=2))
-    os.replace(tmp_config, directory / CONFIG_NAME)
+    write_pretrained(directory, model.state_dict(), model.config.to_dict())

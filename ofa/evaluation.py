@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from ofa.data.sources import data_format, open_source
 from ofa.errors import DataError
+from ofa.pipeline import Pipeline
+from ofa.records import ParsesRecords, ParsesRows
 from ofa.tasks.base import Example, Prediction, Task
 
 __all__ = ["read_examples", "evaluate"]
@@ -25,27 +28,24 @@ def read_examples(path: str | Path, task: Task, *, fmt: str | None = None, image
     Args:
         bad_rows: if given, ``(line number, reason)`` of every skipped row is appended to it.
     """
-    from ofa.data.jsonl import JSONLFile
-    from ofa.data.tsv import TSVFile
-
     path = Path(path)
-    fmt = fmt or ("jsonl" if path.suffix in (".jsonl", ".json") else "tsv")
-    if fmt not in ("tsv", "jsonl"):
-        raise DataError(f"unknown data format {fmt!r}; accepted: 'tsv', 'jsonl'")
-    parse = getattr(task, "parse_row" if fmt == "tsv" else "parse_record", None)
-    if parse is None:
+    fmt = data_format(path, fmt)
+    if not isinstance(task, ParsesRows if fmt == "tsv" else ParsesRecords):
         raise DataError(f"task {task.name!r} cannot read {fmt} files (it has no "
                         f"{'parse_row' if fmt == 'tsv' else 'parse_record'})")
     root = image_root if image_root is not None else path.parent
     examples: list[Example] = []
     bad = 0
-    with TSVFile(path) if fmt == "tsv" else JSONLFile(path) as reader:
+    with open_source(path, fmt) as reader:
         for index in range(len(reader)):
             if limit is not None and len(examples) >= limit:
                 break
             try:
                 row = reader[index]
-                examples.append(parse(row) if fmt == "tsv" else parse(row, root))
+                if fmt == "tsv":
+                    examples.append(cast(ParsesRows, task).parse_row(row))
+                else:
+                    examples.append(cast(ParsesRecords, task).parse_record(row, root))
             except Exception as exc:  # any malformed row
                 bad += 1
                 line = reader.row_number(index)
@@ -63,8 +63,6 @@ def read_examples(path: str | Path, task: Task, *, fmt: str | None = None, image
 def evaluate(task: Task, model: Any, tokenizer: Any, examples: list[Example], batch_size: int = 8,
              progress: bool | None = None) -> tuple[dict[str, float], list[Prediction]]:
     """Predict every example and score the predictions with the task's metric."""
-    from ofa.pipeline import Pipeline
-
     runner = Pipeline(task, model, tokenizer, batch_size=batch_size, progress=progress)
     predictions = runner.predict_examples(examples)
     return task.score(predictions, examples), predictions

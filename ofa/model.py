@@ -6,7 +6,9 @@ mistakes never surface as shape errors deep inside torch.
 
 from __future__ import annotations
 
+import importlib
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -18,6 +20,7 @@ from ofa.nn.attention import MultiheadAttention
 from ofa.nn.attention_backends import resolve_backend
 from ofa.nn.decoder import CrossState, DecoderCache, DecoderOutput, OFADecoder
 from ofa.nn.encoder import EncoderOutput, OFAEncoder
+from ofa.serialization import write_pretrained
 
 __all__ = ["OFAModel", "EncoderOutput", "DecoderOutput", "DecoderCache", "CrossState"]
 
@@ -240,14 +243,19 @@ class OFAModel(nn.Module):
 
     # -- persistence ------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
-        """Write ``config.json`` and ``model.pt`` (weights only, no pickled code) to ``directory``."""
-        from ofa.checkpoint import save_pretrained
-
-        save_pretrained(self, directory)
+        """Write ``config.json`` and ``model.pt`` (weights only, no pickled code) to ``directory``; read it back
+        with :func:`ofa.load_checkpoint`."""
+        write_pretrained(directory, self.state_dict(), self.config.to_dict())
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str], **kwargs: Any) -> "OFAModel":
-        """Load a directory written by :meth:`save_pretrained` (or any format :func:`ofa.load_checkpoint` reads)."""
-        from ofa.checkpoint import load_checkpoint
+        """Deprecated (0.2): use :func:`ofa.load_checkpoint`, which reads this and every other format.
 
-        return load_checkpoint(directory, **kwargs)
+        Loading builds the model from blocks, which is the builders' job one floor up; the model no longer
+        imports them, so this alias resolves the loader by name and goes away in 0.3.
+        """
+        warnings.warn("OFAModel.from_pretrained is deprecated; use ofa.load_checkpoint(directory)",
+                      DeprecationWarning, stacklevel=2)
+        loader = importlib.import_module("ofa.checkpoint").load_checkpoint
+        model: OFAModel = loader(directory, **kwargs)
+        return model

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 def load_tokenizer(source: Any) -> Any:
     """An :class:`~ofa.tokenization.OFATokenizer`, or a directory with its files (``save_pretrained`` output or
     ``encoder.json`` + ``vocab.bpe`` + ``dict.txt``)."""
+    # import cost: `import ofa` loads this module; torch and the tasks load on first use
     from ofa.tokenization import OFATokenizer
 
     if isinstance(source, OFATokenizer):
@@ -36,8 +37,10 @@ def load_tokenizer(source: Any) -> Any:
 
 
 def _load_model(source: Any, device: torch.device | str | None) -> Any:
+    # import cost: `import ofa` loads this module; torch and the tasks load on first use
     import torch
 
+    # import cost: `import ofa` loads this module; torch and the tasks load on first use
     from ofa.checkpoint import load_checkpoint
 
     model = source if isinstance(source, torch.nn.Module) else load_checkpoint(source)
@@ -93,8 +96,11 @@ class Pipeline:
         list, a field given as a list of one value per input is split across the inputs; any other value
         (a string, a single box such as ``[x0, y0, x1, y1]``) is shared by all of them.
         """
+        # import cost: `import ofa` loads this module; torch and the tasks load on first use
         from ofa.data.images import load_image
-        from ofa.tasks.base import Example
+
+        # import cost: `import ofa` loads this module; torch and the tasks load on first use
+        from ofa.records import Example
 
         images: list[Any]
         if inputs is None:
@@ -126,13 +132,16 @@ class Pipeline:
 
     def predict_examples(self, examples: Sequence[Example]) -> list[Prediction]:
         """Encode, batch and predict a list of examples (keeps their order and ids)."""
+        # import cost: `import ofa` loads this module; torch and the tasks load on first use
         import torch
 
         with torch.no_grad():
             return self._predict_examples(examples)
 
     def _predict_examples(self, examples: Sequence[Example]) -> list[Prediction]:
+        # import cost: `import ofa` loads this module; torch and the tasks load on first use
         from ofa.data.collate import collate
+        from ofa.tasks.base import predict
 
         tok = self.tokenizer
         predictions: list[Prediction] = []
@@ -140,6 +149,7 @@ class Pipeline:
         show = self.progress if self.progress is not None else len(examples) > self.batch_size
         iterator: Iterable[int] = chunks
         if show:
+            # import cost: `import ofa` loads this module; torch and the tasks load on first use
             from tqdm.auto import tqdm
 
             iterator = tqdm(chunks, desc=f"{self.task.name}", unit="batch")
@@ -147,19 +157,7 @@ class Pipeline:
             chunk = examples[start:start + self.batch_size]
             samples = [self.task.encode(ex, tok, training=False) for ex in chunk]
             batch = collate(samples, pad_id=tok.pad_id).to(self.device)
-            predict = getattr(self.task, "predict", None)
-            if predict is not None:
-                predictions.extend(predict(self.model, batch, tok))
-            else:  # a minimal plugin: generate with its config and decode
-                from ofa.generation.generate import generate
-
-                hypos = generate(self.model, batch.src_tokens, patch_images=batch.patch_images,
-                                 patch_masks=batch.patch_masks, config=self.task.generation_config(tok),
-                                 prefix_tokens=batch.prefix_tokens)
-                for sample, hyps in zip(samples, hypos):
-                    pred = self.task.decode(hyps[0].tokens.tolist() if hyps else [], tok, sample)
-                    pred.score = hyps[0].score if hyps else float("-inf")
-                    predictions.append(pred)
+            predictions.extend(predict(self.task, self.model, batch, tok))
         return predictions
 
     def __call__(self, inputs: Any = None, text: Any = None, **fields: Any) -> Prediction | list[Prediction]:
@@ -181,6 +179,7 @@ def pipeline(task: str | Task, model: Any, tokenizer: Any = None, *, batch_size:
         tokenizer: a tokenizer or a directory; default: the checkpoint directory when ``model`` is a path.
         **task_options: passed to the task's constructor (e.g. ``candidates=[...]`` for VQA).
     """
+    # import cost: `import ofa` loads this module; torch and the tasks load on first use
     from ofa.tasks import get_task
 
     task_obj = get_task(task, **task_options) if isinstance(task, str) else task

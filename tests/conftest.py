@@ -1,13 +1,16 @@
 """Shared fixtures: a fixed seed, the golden reference file, small OFA models with lively weights, and the tiny
-test tokenizer with a seed-0 ``ofa-test`` model sized for it (and both saved as one checkpoint folder)."""
+test tokenizer with a seed-0 ``ofa-test`` model sized for it (and both saved as one checkpoint folder), and real
+image files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import ofa
 
@@ -99,3 +102,27 @@ def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory, small_model: Any, t
     small_model.save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
+
+
+def make_image(seed: int, size: tuple[int, int] = (80, 48)) -> Image.Image:
+    """A noise image (width, height) without pure red pixels, so drawn boxes can be found."""
+    pixels = np.random.RandomState(seed).randint(0, 200, size=(size[1], size[0], 3)).astype("uint8")
+    return Image.fromarray(pixels, "RGB")
+
+
+@pytest.fixture
+def image_file(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``image_file(seed)`` writes :func:`make_image` as a PNG in ``tmp_path`` and returns its path."""
+
+    def write(seed: int = 0, size: tuple[int, int] = (80, 48), name: str | None = None) -> Path:
+        path = tmp_path / (name or f"image_{seed}.png")
+        make_image(seed, size).save(path)
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def pil_image() -> Callable[..., Image.Image]:
+    """:func:`make_image` as a fixture (test modules cannot import a conftest under importlib mode)."""
+    return make_image

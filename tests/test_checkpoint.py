@@ -60,12 +60,20 @@ def _save_fairseq(path: Path, state: dict[str, torch.Tensor], **extra: Any) -> P
 
 
 # -- our own format --------------------------------------------------------------------------------------------
+def test_from_pretrained_is_a_deprecated_alias_of_load_checkpoint(test_model: Any, tmp_path: Path) -> None:
+    test_model.save_pretrained(tmp_path / "run")
+    with pytest.warns(DeprecationWarning, match="ofa.load_checkpoint"):
+        loaded = ofa.OFAModel.from_pretrained(tmp_path / "run")
+    for key, value in test_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
 def test_save_pretrained_round_trip_is_bitwise(test_model: Any, inputs: dict, tmp_path: Path) -> None:
     test_model.save_pretrained(tmp_path / "run")
     assert sorted(os.listdir(tmp_path / "run")) == ["config.json", "model.pt"]
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["format"] == FORMAT_NAME
-    loaded = ofa.OFAModel.from_pretrained(tmp_path / "run")
+    loaded = ofa.load_checkpoint(tmp_path / "run")
     assert isinstance(loaded, ofa.OFAModel) and not loaded.training
     assert loaded.config == test_model.config
     assert loaded.decoder.output_projection.weight is loaded.encoder.embed_tokens.weight  # still tied

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ofa
-from ofa.golden import run_forward_cases
+from ofa.apps.golden import run_forward_cases
 
 PAD = 1
 TOL = dict(atol=1e-5, rtol=0)

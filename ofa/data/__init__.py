@@ -94,6 +94,7 @@ if TYPE_CHECKING:  # pragma: no cover
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'ofa.data' has no attribute {name!r}")
+    # import cost: public names load on first use
     import importlib
 
     value = getattr(importlib.import_module(_LAZY[name]), name)

@@ -16,7 +16,7 @@ import torch
 from ofa.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ofa.tasks.base import Sample
+    from ofa.records import Sample
 
 __all__ = ["Batch", "collate", "pad_sequences"]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, cast
 
 import torch.utils.data
 
@@ -28,10 +28,18 @@ from ofa.data.jsonl import ImageFolderRecords, JSONLFile
 from ofa.data.lines import shard_for_worker, shard_range
 from ofa.data.tsv import TSVFile
 from ofa.errors import DataError
+from ofa.records import Example, ParsesRecords, ParsesRows, Sample
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ofa.tasks.base import Sample, Task
     from ofa.tokenization import OFATokenizer
+
+
+class _EncodesExamples(Protocol):
+    """What a dataset needs from a task besides a parser (:class:`~ofa.tasks.base.Task` has it)."""
+
+    name: str
+
+    def encode(self, example: Example, tok: Any, training: bool = False) -> Sample: ...
 
 __all__ = ["TaskDataset", "ShardedTaskIterable"]
 
@@ -44,7 +52,7 @@ class _RowEncoding:
     def _setup(
         self,
         source: TSVFile | JSONLFile | ImageFolderRecords,
-        task: Task,
+        task: _EncodesExamples,
         tokenizer: OFATokenizer,
         training: bool,
         max_bad_rows: int,
@@ -67,8 +75,8 @@ class _RowEncoding:
             raise DataError(
                 f"source must be a TSVFile, JSONLFile or ImageFolderRecords, got {type(source).__name__}"
             )
-        task_name = getattr(task, "name", type(task).__name__)
-        if not callable(getattr(task, method, None)):
+        task_name = getattr(task, "name", type(task).__name__)  # only for the message: a broken task has none
+        if not isinstance(task, ParsesRows if method == "parse_row" else ParsesRecords):
             raise DataError(f"task {task_name!r} has no {method}(); it is needed to read {source!r}")
         if not callable(getattr(task, "encode", None)):
             raise DataError(f"task {task_name!r} has no encode()")
@@ -89,10 +97,10 @@ class _RowEncoding:
         """The sample of row ``index``, or None when the row is bad (counted, logged; raises past the limit)."""
         try:
             row = self.source[index]
-            if self._parse_method == "parse_row":
-                example = self.task.parse_row(row)  # type: ignore[attr-defined]
+            if isinstance(self.source, TSVFile):
+                example = cast(ParsesRows, self.task).parse_row(row)
             else:
-                example = self.task.parse_record(row, self.image_root)  # type: ignore[attr-defined]
+                example = cast(ParsesRecords, self.task).parse_record(row, self.image_root)
             return self.task.encode(example, self.tokenizer, training=self.training)
         except MemoryError:
             raise
@@ -145,7 +153,7 @@ class TaskDataset(_RowEncoding, torch.utils.data.Dataset):
     def __init__(
         self,
         source: TSVFile | JSONLFile | ImageFolderRecords,
-        task: Task,
+        task: _EncodesExamples,
         tokenizer: OFATokenizer,
         training: bool = False,
         max_bad_rows: int = 100,
@@ -204,7 +212,7 @@ class ShardedTaskIterable(_RowEncoding, torch.utils.data.IterableDataset):
     def __init__(
         self,
         source: TSVFile | JSONLFile | ImageFolderRecords,
-        task: Task,
+        task: _EncodesExamples,
         tokenizer: OFATokenizer,
         training: bool = False,
         max_bad_rows: int = 100,

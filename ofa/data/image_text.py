@@ -3,7 +3,7 @@
 Used where a whole file of images is needed at once: training a VQGAN on a new image domain and turning a
 caption file into image-code targets (``ofa train-vqgan``, ``ofa encode-images``). The defaults read OFA's
 caption TSV (``uniq_id, image_id, captions joined by &&, object labels, image``), which is also what
-:func:`ofa.datasets.write_world` writes as ``caption_{split}.tsv``.
+:func:`ofa.apps.shapeworld.write_world` writes as ``caption_{split}.tsv``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import TYPE_CHECKING, Iterator, Literal
 
+from ofa.data.images import decode_base64_image, load_image
+from ofa.data.sources import data_format, open_source
 from ofa.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,25 +66,11 @@ def read_image_text(
         DataError: for a missing file, a short row, an unreadable image or a record without an image (naming
             the file and line).
     """
-    from ofa.data.images import decode_base64_image, load_image
-
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"data file {str(p)!r} does not exist")
-    fmt = fmt or ("jsonl" if p.suffix in (".jsonl", ".json") else "tsv")
-    if fmt not in ("tsv", "jsonl"):
-        raise DataError(f"fmt ({fmt!r}) must be 'tsv' or 'jsonl'")
+    fmt = data_format(p, fmt)
     if limit is not None and limit < 0:
         raise DataError(f"limit ({limit}) must be >= 0")
-    source: Any
-    if fmt == "tsv":
-        from ofa.data.tsv import TSVFile
-
-        source = TSVFile(p)
-    else:
-        from ofa.data.jsonl import JSONLFile
-
-        source = JSONLFile(p)
+    source = open_source(p, fmt)
     root = Path(image_root) if image_root is not None else p.parent
     for index in range(len(source)):
         if limit is not None and index >= limit:

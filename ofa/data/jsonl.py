@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from ofa.data.images import load_image
 from ofa.data.lines import LineFile
 from ofa.errors import DataError
 
@@ -145,8 +146,6 @@ class ImageFolderRecords(Sequence[dict[str, Any]]):
         Raises:
             DataError: If the record has no image, or the file is missing or not an image (names the path).
         """
-        from ofa.data.images import load_image
-
         path = self.resolve(self.records[index])
         if path is None:
             raise DataError(f"record {index} has no {self.key!r} field")

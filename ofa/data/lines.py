@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
+from torch.utils.data import get_worker_info
 
 from ofa.errors import DataError
 
@@ -95,8 +96,6 @@ def shard_for_worker(rank: int = 0, world_size: int = 1) -> tuple[int, int]:
     Raises:
         DataError: If ``rank`` or ``world_size`` is out of range.
     """
-    from torch.utils.data import get_worker_info
-
     world_size = _check_int(world_size, "world_size", 1)
     rank = _check_int(rank, "rank", 0)
     if rank >= world_size:

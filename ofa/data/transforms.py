@@ -12,6 +12,8 @@ from typing import Sequence
 
 import torch
 from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from ofa.errors import DataError
 
@@ -76,8 +78,6 @@ def normalize(tensor: torch.Tensor, mean: Sequence[float], std: Sequence[float])
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float32 ``[3, H, W]`` in [0, 1] (torchvision's ``ToTensor``)."""
-    from torchvision.transforms import functional as TF
-
     return TF.pil_to_tensor(_check_image(image)).to(torch.float32).div_(255.0)
 
 
@@ -178,8 +178,6 @@ class ImageNetTrainTransform:
     """
 
     def __init__(self, size: int = 480, generator: torch.Generator | None = None) -> None:
-        from torchvision import transforms as T
-
         self.size = _check_size(size)
         self.generator = generator
         fill = [round(255 * m) for m in IMAGENET_MEAN]

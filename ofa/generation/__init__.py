@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from ofa.generation.boxes import BoxPrediction, hypothesis_to_box, location_constraint
 from ofa.generation.config import GenerationConfig
 from ofa.generation.generate import Hypothesis, generate, greedy_decode
 from ofa.generation.processors import AllowedTokens, ExactLength, NoRepeatNGram, StepContext, TrieConstraint
-from ofa.generation.trie import Trie
 from ofa.generation.ranking import RankedCandidate, rank_candidates
-from ofa.generation.boxes import BoxPrediction, hypothesis_to_box, location_constraint
+from ofa.generation.trie import Trie
 
 __all__ = [
     "GenerationConfig", "Hypothesis", "generate", "greedy_decode", "AllowedTokens", "ExactLength",

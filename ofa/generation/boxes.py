@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ofa.errors import GenerationError
+from ofa.generation.processors import AllowedTokens
 from ofa.tokenization.boxes import bins_to_box
+from ofa.tokenization.vocab import TokenKind
 
 __all__ = ["BoxPrediction", "hypothesis_to_box", "location_constraint"]
 
@@ -35,8 +37,6 @@ def location_constraint(vocab: Any) -> Any:
     Unlike OFA's generic ``constraint_range`` (which keeps ids 0-3), ``<s>`` and ``<unk>`` are masked too: a
     grounding output is four bins and eos, and any other token would make an unreadable box.
     """
-    from ofa.generation.processors import AllowedTokens
-
     return AllowedTokens(vocab.bin_range(), always=(vocab.eos_id,))
 
 
@@ -61,8 +61,6 @@ def hypothesis_to_box(
     """
     tokens = hypothesis.tokens.tolist()
     head = tokens[:4]
-    from ofa.tokenization.vocab import TokenKind
-
     if len(head) < 4 or any(vocab.kind(t) != TokenKind.BIN for t in head):
         raise GenerationError(
             f"a box needs 4 location tokens, got {[vocab.symbol(t) for t in head]}; "

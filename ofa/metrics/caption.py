@@ -144,6 +144,7 @@ def _validate(references: Mapping[Hashable, Sequence[str]],
 
 def _ptb_tokenize(sentences: list[str]) -> list[str]:
     """PTB-tokenise ``sentences`` in one Java call (as COCOEvalCap does, punctuation tokens removed)."""
+    # optional dependency (the eval extra)
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     # Blank lines are not sent (Java may drop trailing ones and shift the rest); they tokenise to "" anyway.
@@ -201,12 +202,14 @@ def caption_scores(references: Mapping[Hashable, Sequence[str]], candidates: Map
 def _run_scorers(gts: dict[Any, list[str]], res: dict[Any, list[str]], wanted: list[str]) -> dict[str, float]:
     scores: dict[str, float] = {}
     if "BLEU" in wanted:
+        # optional dependency (the eval extra)
         from pycocoevalcap.bleu.bleu import Bleu
 
         bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
         scores.update({f"BLEU-{i + 1}": float(b) for i, b in enumerate(bleu)})
     if "METEOR" in wanted:
         if java_available():
+            # optional dependency (the eval extra)
             from pycocoevalcap.meteor.meteor import Meteor
 
             meteor = Meteor()
@@ -217,10 +220,12 @@ def _run_scorers(gts: dict[Any, list[str]], res: dict[Any, list[str]], wanted: l
         else:
             logger.warning("METEOR skipped: it needs Java and there is no 'java' on PATH")
     if "ROUGE_L" in wanted:
+        # optional dependency (the eval extra)
         from pycocoevalcap.rouge.rouge import Rouge
 
         scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
     if "CIDEr" in wanted:
+        # optional dependency (the eval extra)
         from pycocoevalcap.cider.cider import Cider
 
         scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])

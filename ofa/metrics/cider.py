@@ -232,6 +232,7 @@ class DocumentFrequency:
                            counts=self.counts.tolist())
             path.write_text(json.dumps(payload), encoding="utf-8")
             return
+        # import cost: the metrics load without torch
         import torch
 
         payload.update(parents=torch.from_numpy(self.parents), last_words=torch.from_numpy(self.last_words),
@@ -252,6 +253,7 @@ class DocumentFrequency:
             except json.JSONDecodeError as err:
                 raise CheckpointError(f"{path} is not valid JSON: {err}") from err
         else:
+            # import cost: the metrics load without torch
             import torch
 
             try:

@@ -1,6 +1,6 @@
 """An objective check of generated shape-world images: do they show the colours their caption names?
 
-The shape world (:mod:`ofa.datasets`) draws flat objects in a few known colours on a light background, so the
+The shape world (:mod:`ofa.apps.shapeworld`) draws flat objects in a few known colours on a light background, so the
 colours an image shows can be read off its pixels: a pixel belongs to an object colour when it lies within
 ``max_distance`` (RGB) of it, and a colour is *present* when at least ``min_fraction`` of the pixels belong to
 it. Background tones (all channels >= 182) are far from every object colour of the default world, and blurred
@@ -8,7 +8,7 @@ edges between two colours fall outside the radius, so neither counts.
 
 :meth:`ColorCheck.matches` asks for the exact set: every colour the caption names is present and no other one
 is. :meth:`ColorCheck.left_to_right` checks the order of two named colours (canonical captions list objects
-left to right). Used by ``ofa quickstart-image`` (:mod:`ofa.quickstart_image`).
+left to right). Used by ``ofa quickstart-image`` (:mod:`ofa.apps.quickstart_image`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class ColorCheck:
     """Which of a world's object colours an image shows, and whether they are the ones a caption names.
 
     Args:
-        colors: ``(name, (r, g, b))`` pairs, e.g. :attr:`ofa.datasets.WorldConfig.colors`.
+        colors: ``(name, (r, g, b))`` pairs, e.g. :attr:`ofa.apps.shapeworld.WorldConfig.colors`.
         max_distance: a pixel belongs to the nearest colour when it is at most this far from it (RGB, 0..441).
         min_fraction: a colour is present when at least this fraction of the pixels belongs to it (0.008 is
             8 pixels of a 32 px image; the smallest object of the quickstart world covers about 17).

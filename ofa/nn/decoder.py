@@ -15,7 +15,7 @@ from torch import nn
 
 from ofa.nn.embeddings import gather_rel_bias, project_positions
 from ofa.nn.encoder import EncoderOutput
-from ofa.nn.layers import DecoderLayer, KVBuffer
+from ofa.nn.layers import KVBuffer
 from ofa.nn.rel_pos import image_bucket_index, token_rel_positions
 
 __all__ = ["CrossState", "DecoderCache", "DecoderOutput", "OFADecoder", "PositionTables"]

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ofa.nn.embeddings import gather_rel_bias, position_bias
-from ofa.nn.layers import EncoderLayer
 from ofa.nn.rel_pos import image_bucket_index, image_position_ids, token_rel_positions
 
 __all__ = ["EncoderOutput", "OFAEncoder"]

@@ -17,6 +17,7 @@ _SCORERS = ("ImageTextScorer", "ColorNameScorer", "EmbeddingScorer", "build_scor
 def __getattr__(name: str) -> Any:
     # Scorers load on first use: listing tasks must not import any task module.
     if name in _SCORERS:
+        # import cost: listing tasks loads no task or scorer module
         from ofa.tasks import image_scorers
 
         return getattr(image_scorers, name)

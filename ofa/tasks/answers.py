@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from ofa.errors import ConfigError, DataError
+from ofa.generation.config import GenerationConfig
+from ofa.generation.processors import TrieConstraint
+from ofa.generation.ranking import rank_candidates
+from ofa.generation.trie import Trie
 from ofa.tasks.base import Example, Prediction, Sample
 from ofa.tasks.common import BaseTask
 
@@ -83,8 +87,6 @@ class AnswerTask(BaseTask):
         return self._encoded[1]
 
     def trie(self, tok: "OFATokenizer") -> "Trie":
-        from ofa.generation.trie import Trie
-
         if self._trie is None or self._trie[0] != id(tok):
             self._trie = (id(tok), Trie.from_answers(self.candidate_ids(tok), tok.bos_id, tok.eos_id))
         return self._trie[1]
@@ -116,9 +118,6 @@ class AnswerTask(BaseTask):
 
     # -- inference --------------------------------------------------------------------------------------------
     def generation_config(self, tok: "OFATokenizer") -> "GenerationConfig":
-        from ofa.generation.config import GenerationConfig
-        from ofa.generation.processors import TrieConstraint
-
         processors = (TrieConstraint(self.trie(tok), tok.bos_id),) if self.mode == "trie" else ()
         return GenerationConfig(beam_size=self.beam_size, max_len_b=self.max_len, normalize_scores=False,
                                 processors=processors)
@@ -131,8 +130,6 @@ class AnswerTask(BaseTask):
                 # max_len counts the forced prompt too: give the answer its own max_len tokens after it.
                 config = config.replace(max_len_b=config.max_len_b + batch.prefix_tokens.shape[1])
             return super().predict(model, batch, tok, config)
-        from ofa.generation.ranking import rank_candidates
-
         prompts = [s.decoder_prompt or [tok.bos_id] for s in batch.samples]
         ranked = rank_candidates(model, batch.src_tokens, self.candidate_ids(tok), patch_images=batch.patch_images,
                                  patch_masks=batch.patch_masks, decoder_prompts=prompts,

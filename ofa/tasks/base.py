@@ -7,94 +7,21 @@ A task turns raw data into unified token sequences and back: ``Example`` (raw) -
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 
-if TYPE_CHECKING:  # pragma: no cover
-    from PIL import Image
+from ofa.generation.config import GenerationConfig
+from ofa.generation.generate import generate
+from ofa.records import Example, ParsesRecords, ParsesRows, Prediction, Sample
 
-    from ofa.generation.config import GenerationConfig
+if TYPE_CHECKING:  # pragma: no cover
+    from ofa.data.collate import Batch
+    from ofa.generation.generate import Hypothesis
     from ofa.tokenization import OFATokenizer
 
-__all__ = ["Example", "Sample", "Prediction", "Task", "REQUIRED_MEMBERS"]
-
-
-@dataclass
-class Example:
-    """One raw record, as a reader produced it (TSV row, JSONL record, or user input).
-
-    Attributes:
-        id: the record's id (``uniq_id`` / ``question_id`` in OFA's TSVs).
-        image: the image, RGB (None for text-only tasks).
-        text: the task's main text input: caption prompt text, question, referring expression, hypothesis,
-            class name prompt or prompt for generation (None when the task has a fixed instruction).
-        target: the reference output: list of captions, ``{answer: confidence}``, a box ``(x0, y0, x1, y1)``
-            in original pixels, a label string, a code grid; None at inference.
-        extra: task-specific fields (premise, a region box, object labels, ...).
-    """
-
-    id: Any = None
-    image: "Image.Image | None" = None
-    text: str | None = None
-    target: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Sample:
-    """One encoded example, ready to be collated.
-
-    Attributes:
-        id: the example's id.
-        source: encoder input ids, ``[<s>] + instruction + [</s>]``.
-        image: ``[3, H, W]`` normalised tensor (a zero image with ``patch_mask=False`` for text-only samples
-            in a mixed batch), or None.
-        patch_mask: whether the image is real.
-        target: training target ids ending with ``</s>`` (positions to ignore are ``<pad>``), or None.
-        prev_output: decoder input ids starting with ``<s>`` (same length as ``target``), or None.
-        decoder_prompt: forced decoder prefix for generation/ranking starting with ``<s>`` (VQA prompts), or None.
-        code_mask: the target is a sequence of image codes.
-        weight: per-sample loss weight (VQA answer confidence).
-        constraint: per target position, the allowed next ids (trie tasks), or None.
-        meta: what decode/score need later (original image size, resize ratios, references, ...).
-    """
-
-    id: Any
-    source: list[int]
-    image: torch.Tensor | None = None
-    patch_mask: bool = False
-    target: list[int] | None = None
-    prev_output: list[int] | None = None
-    decoder_prompt: list[int] | None = None
-    code_mask: bool = False
-    weight: float = 1.0
-    constraint: list[list[int]] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Prediction:
-    """Base of every task's typed prediction."""
-
-    id: Any = None
-    score: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (used by the CLI's JSON lines)."""
-        return {key: _plain(value) for key, value in self.__dict__.items()}
-
-
-def _plain(value: Any) -> Any:
-    """Tensors -> nested lists and tuples -> lists, recursively (so lists of code grids serialise too)."""
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
+__all__ = ["Example", "Sample", "Prediction", "Task", "REQUIRED_MEMBERS", "Predicts", "ParsesRows", "ParsesRecords",
+           "ConstrainsTraining", "GeneratesImages", "default_predict", "predict"]
 
 
 @runtime_checkable
@@ -107,9 +34,11 @@ class Task(Protocol):
         decode: generated ids (+ the sample's meta) -> :class:`Prediction`.
         score: predictions + reference examples -> metrics.
         generation_config: decoding settings for this task and tokenizer.
-    Optional members used when present: ``predict(model, batch, tok)`` (a task that ranks candidates
-    instead of generating), ``parse_row(fields)`` (read one TSV row), ``parse_record(record, root)``
-    (read one JSONL record), ``image_size``.
+    Optional capabilities are small protocols of their own, checked with ``isinstance``: :class:`Predicts` (a
+    task with its own inference, e.g. ranking candidates; others get :func:`default_predict`),
+    :class:`~ofa.records.ParsesRows` / :class:`~ofa.records.ParsesRecords` (read TSV rows / JSONL records),
+    :class:`ConstrainsTraining` (a training-time logit range), :class:`GeneratesImages` (text-to-image tasks,
+    needed by CLIP-SCST).
     """
 
     name: str
@@ -124,3 +53,69 @@ class Task(Protocol):
 
 
 REQUIRED_MEMBERS: tuple[str, ...] = ("name", "encode", "decode", "score", "generation_config")
+
+
+@runtime_checkable
+class Predicts(Protocol):
+    """A task with its own inference (ranking candidates, sampling images, ...) instead of :func:`default_predict`."""
+
+    def predict(self, model: Any, batch: "Batch", tok: "OFATokenizer") -> list[Prediction]: ...
+
+
+@runtime_checkable
+class ConstrainsTraining(Protocol):
+    """A task whose training logits (and label smoothing) are restricted to ids 0-3 plus ``[start, stop)``
+    (OFA's ``constraint_range``, e.g. the image codes of text-to-image)."""
+
+    def training_constraint_range(self, tok: "OFATokenizer") -> tuple[int, int]: ...
+
+
+@runtime_checkable
+class GeneratesImages(Protocol):
+    """A text-to-image task, as CLIP-SCST needs it: the code grid side, a check of model and tokenizer, and the
+    caption text of a sample (what the image scorer compares the generated image with)."""
+
+    grid_size: int
+
+    def check_model(self, model: Any, tok: "OFATokenizer") -> None: ...
+
+    def sample_caption(self, sample: Sample, tok: "OFATokenizer") -> str: ...
+
+
+def default_predict(task: Task, model: Any, batch: "Batch", tok: "OFATokenizer",
+                    config: GenerationConfig | None = None, *,
+                    from_hypothesis: Callable[["Hypothesis", "OFATokenizer", Sample], Prediction] | None = None,
+                    empty: Callable[[Sample], Prediction] | None = None) -> list[Prediction]:
+    """Generate with the task's :meth:`~Task.generation_config` (or ``config``), then decode the best hypothesis
+    of each input with :meth:`~Task.decode`; its score becomes the prediction's. An input without hypotheses gets
+    a plain :class:`Prediction` scored ``-inf``.
+
+    The batch's forced decoder prefixes and image-code rows (``code_masks``) are passed to the search.
+
+    Args:
+        from_hypothesis: turns a hypothesis into a prediction instead of decode + score (tasks that strip a
+            prompt or read boxes from it).
+        empty: the prediction of an input without hypotheses.
+    """
+    config = config or task.generation_config(tok)
+    code_masks: torch.Tensor | None = batch.code_masks if bool(batch.code_masks.any()) else None
+    hypos = generate(model, batch.src_tokens, patch_images=batch.patch_images, patch_masks=batch.patch_masks,
+                     config=config, prefix_tokens=batch.prefix_tokens, code_masks=code_masks)
+    out: list[Prediction] = []
+    for sample, hyps in zip(batch.samples, hypos):
+        if not hyps:
+            out.append(empty(sample) if empty is not None else Prediction(id=sample.id, score=float("-inf")))
+        elif from_hypothesis is not None:
+            out.append(from_hypothesis(hyps[0], tok, sample))
+        else:
+            prediction = task.decode(hyps[0].tokens.tolist(), tok, sample)
+            prediction.score = hyps[0].score
+            out.append(prediction)
+    return out
+
+
+def predict(task: Task, model: Any, batch: "Batch", tok: "OFATokenizer") -> list[Prediction]:
+    """The task's own :meth:`Predicts.predict` when it has one, else :func:`default_predict`."""
+    if isinstance(task, Predicts):
+        return task.predict(model, batch, tok)
+    return default_predict(task, model, batch, tok)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Hashable, Sequence
 
+from ofa.data.text import strip_punctuation
 from ofa.errors import DataError
+from ofa.generation.config import GenerationConfig
+from ofa.metrics.caption import caption_scores
 from ofa.tasks.base import Example, Prediction, Sample
 from ofa.tasks.common import BaseTask, require_text
 
@@ -25,8 +28,6 @@ class CaptionPrediction(Prediction):
 
 
 def _clean(text: str) -> str:
-    from ofa.data.text import strip_punctuation
-
     return " ".join(strip_punctuation(text).split())
 
 
@@ -83,8 +84,6 @@ class CaptionTask(BaseTask):
         return sample
 
     def generation_config(self, tok: "OFATokenizer") -> "GenerationConfig":
-        from ofa.generation.config import GenerationConfig
-
         return GenerationConfig(beam_size=self.beam_size, max_len_b=self.max_len, min_len=1,
                                 no_repeat_ngram_size=self.no_repeat_ngram_size)
 
@@ -92,8 +91,6 @@ class CaptionTask(BaseTask):
         return CaptionPrediction(id=None if sample is None else sample.id, text=_clean(tok.decode(list(ids))))
 
     def score(self, preds: Sequence[Prediction], refs: Sequence[Example]) -> dict[str, float]:
-        from ofa.metrics.caption import caption_scores
-
         references: dict[Hashable, list[str]] = {str(ex.id): self.references(ex) for ex in refs}
         candidates: dict[Hashable, str] = {str(p.id): str(getattr(p, "text", "")) for p in preds}
         return caption_scores(references, candidates, tokenizer=self.tokenizer, metrics=self.metrics)

@@ -6,7 +6,9 @@ from typing import Any, Sequence
 
 import torch
 
+from ofa.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageNetTrainTransform, square_resize
 from ofa.errors import ConfigError, DataError
+from ofa.metrics.classification import accuracy
 from ofa.tasks.answers import AnswerTask, InferenceMode
 from ofa.tasks.base import Example, Prediction
 from ofa.tasks.common import require_image
@@ -39,8 +41,6 @@ class ImageClassifyTask(AnswerTask):
         return self.instruction_text
 
     def transform(self, example: Example) -> tuple[torch.Tensor | None, dict[str, Any]]:
-        from ofa.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageNetTrainTransform, square_resize
-
         image = require_image(example, self.name)
         if self.augment:
             if self._train_transform is None:
@@ -55,8 +55,6 @@ class ImageClassifyTask(AnswerTask):
         return label
 
     def score(self, preds: Sequence[Prediction], refs: Sequence[Example]) -> dict[str, float]:
-        from ofa.metrics.classification import accuracy
-
         return {"top1": accuracy([getattr(p, "answer", "") for p in preds], [str(r.target) for r in refs])}
 
     def parse_row(self, fields: Sequence[str]) -> Example:

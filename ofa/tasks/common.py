@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import torch
 
+from ofa.data.images import decode_base64_image, load_image
+from ofa.data.transforms import square_resize
 from ofa.errors import DataError
-from ofa.tasks.base import Example, Prediction, Sample
+from ofa.tasks.base import Example, Prediction, Sample, default_predict
 
 if TYPE_CHECKING:  # pragma: no cover
     from ofa.data.collate import Batch
@@ -73,8 +76,6 @@ class BaseTask:
 
     def transform(self, example: Example) -> tuple[torch.Tensor | None, dict[str, Any]]:
         """Image tensor ``[3, S, S]`` and meta (original size); None for text-only examples."""
-        from ofa.data.transforms import square_resize
-
         if not self.needs_image:
             return None, {}
         image = require_image(example, self.name)
@@ -109,20 +110,10 @@ class BaseTask:
 
     def predict(self, model: Any, batch: "Batch", tok: "OFATokenizer",
                 config: "GenerationConfig | None" = None) -> list[Prediction]:
-        """Generate with :meth:`generation_config` (or ``config``) and decode the best hypothesis of each input."""
-        from ofa.generation.generate import generate
-
-        config = config or self.generation_config(tok)
-        hypos = generate(model, batch.src_tokens, patch_images=batch.patch_images, patch_masks=batch.patch_masks,
-                         config=config, prefix_tokens=batch.prefix_tokens,
-                         code_masks=batch.code_masks if bool(batch.code_masks.any()) else None)
-        out = []
-        for sample, hyps in zip(batch.samples, hypos):
-            if not hyps:
-                out.append(self.empty_prediction(sample))
-            else:
-                out.append(self.from_hypothesis(hyps[0], tok, sample))
-        return out
+        """Generate with :meth:`generation_config` (or ``config``) and turn the best hypothesis of each input into a
+        prediction with :meth:`from_hypothesis` (:func:`~ofa.tasks.base.default_predict`)."""
+        return default_predict(self, model, batch, tok, config, from_hypothesis=self.from_hypothesis,
+                               empty=self.empty_prediction)
 
     def empty_prediction(self, sample: Sample) -> Prediction:
         return Prediction(id=sample.id, score=float("-inf"))
@@ -140,16 +131,10 @@ class BaseTask:
 
     @staticmethod
     def _image_from_field(value: str) -> Any:
-        from ofa.data.images import decode_base64_image
-
         return decode_base64_image(value)
 
     @staticmethod
     def _image_from_record(record: dict[str, Any], image_root: Any) -> Any:
-        from pathlib import Path
-
-        from ofa.data.images import load_image
-
         if "image" not in record:
             raise DataError(f"record {record.get('id')!r} has no 'image' field")
         path = Path(record["image"])

@@ -1,7 +1,7 @@
 """Text-to-image as image-code generation (spec §5.6): caption -> a grid of VQGAN code tokens -> pixels.
 
-The model samples code grids; with a VQGAN (:mod:`ofa.nn.vqgan`) the task also decodes them to PIL images,
-and with an image-text scorer (:mod:`ofa.tasks.image_scorers`; OFA uses CLIP) it reranks the samples and keeps
+The model samples code grids; with a VQGAN (:mod:`ofa.vqgan`) the task also decodes them to PIL images,
+and with an image-text scorer (:mod:`ofa.metrics.image_text`; OFA uses CLIP) it reranks the samples and keeps
 the best. FID, Inception score and CLIP score need pretrained networks that cannot be had offline, so
 :meth:`ImageGenTask.score` reports the code-token accuracy against reference codes, a proxy that only makes
 sense on data the model has fit (e.g. the quickstart world).
@@ -17,17 +17,21 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from ofa.errors import ConfigError, DataError, InputError
+from ofa.generation.config import GenerationConfig
+from ofa.generation.generate import generate
+from ofa.generation.processors import AllowedTokens
+from ofa.metrics.image_text import ImageTextScorer, build_scorer
 from ofa.tasks.base import Example, Prediction, Sample
 from ofa.tasks.common import BaseTask, require_text
-from ofa.tasks.image_scorers import ImageTextScorer, build_scorer
+from ofa.vqgan import load_vqgan
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
     from ofa.data.collate import Batch
     from ofa.generation.config import GenerationConfig
-    from ofa.nn.vqgan import VQGAN
     from ofa.tokenization import OFATokenizer
+    from ofa.vqgan import VQGAN
 
 __all__ = ["ImageGenTask", "ImageGenPrediction", "check_codebook", "INSTRUCTION"]
 
@@ -83,11 +87,9 @@ def _resolve_vqgan(vqgan: Any) -> "VQGAN | None":
     if vqgan is None:
         return None
     if isinstance(vqgan, (str, os.PathLike)):
-        from ofa.nn.vqgan import load_vqgan
-
         return load_vqgan(vqgan)
     if not callable(getattr(vqgan, "codes_to_pil", None)) or not hasattr(vqgan, "num_codes"):
-        raise ConfigError(f"vqgan must be a VQGAN, a path for ofa.nn.vqgan.load_vqgan or None, got "
+        raise ConfigError(f"vqgan must be a VQGAN, a path for ofa.vqgan.load_vqgan or None, got "
                           f"{type(vqgan).__name__}")
     return vqgan
 
@@ -101,9 +103,9 @@ class ImageGenTask(BaseTask):
         num_samples: samples drawn per caption (OFA: 24, then reranked).
         top_k / top_p: sampling restriction (OFA: top-k 256).
         seed: sampling seed (input i of a call uses ``seed + i``).
-        vqgan: a :class:`~ofa.nn.vqgan.VQGAN`, or a path :func:`~ofa.nn.vqgan.load_vqgan` reads; predictions
+        vqgan: a :class:`~ofa.vqgan.VQGAN`, or a path :func:`~ofa.vqgan.load_vqgan` reads; predictions
             then carry decoded PIL images. Its codebook must have the tokenizer's number of code tokens.
-        scorer: an :class:`~ofa.tasks.image_scorers.ImageTextScorer` or a registered name (``"color"``,
+        scorer: an :class:`~ofa.metrics.image_text.ImageTextScorer` or a registered name (``"color"``,
             ``"none"``); with a VQGAN, samples are reranked by its score (ties by model score).
 
     TSV layout: ``uniq_id, codes (space-separated ints), caption``. JSONL: ``{"id", "caption", "codes"}``.
@@ -170,9 +172,6 @@ class ImageGenTask(BaseTask):
         return codes.start, codes.stop
 
     def generation_config(self, tok: "OFATokenizer") -> "GenerationConfig":
-        from ofa.generation.config import GenerationConfig
-        from ofa.generation.processors import AllowedTokens
-
         length = self.grid_size**2
         return GenerationConfig(strategy="sample", beam_size=self.num_samples, max_len_b=length, min_len=length,
                                 sampling_topk=self.top_k, sampling_topp=self.top_p, seed=self.seed,
@@ -184,8 +183,6 @@ class ImageGenTask(BaseTask):
 
     def predict(self, model: Any, batch: "Batch", tok: "OFATokenizer",
                 config: "GenerationConfig | None" = None) -> list[Prediction]:
-        from ofa.generation.generate import generate
-
         self.check_model(model, tok)
         config = config or self.generation_config(tok)
         hypos = generate(model, batch.src_tokens, config=config,

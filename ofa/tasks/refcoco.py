@@ -7,9 +7,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from ofa.errors import DataError
+from ofa.data.text import pre_caption
+from ofa.data.transforms import grounding_resize
+from ofa.errors import DataError, GenerationError
+from ofa.generation.boxes import hypothesis_to_box, location_constraint
+from ofa.generation.config import GenerationConfig
+from ofa.metrics.grounding import grounding_hit
 from ofa.tasks.base import Example, Prediction, Sample
 from ofa.tasks.common import BaseTask, parse_box, require_image, require_text
+from ofa.tokenization.boxes import bins_to_box
 
 if TYPE_CHECKING:  # pragma: no cover
     from ofa.generation.config import GenerationConfig
@@ -63,14 +69,10 @@ class RefcocoTask(BaseTask):
         self.constrain_to_bins = constrain_to_bins
 
     def instruction(self, example: Example) -> str:
-        from ofa.data.text import pre_caption
-
         text = pre_caption(require_text(example.text, "referring expression"), 80)
         return f' which region does the text " {text} " describe?'
 
     def transform(self, example: Example) -> tuple[torch.Tensor | None, dict[str, Any]]:
-        from ofa.data.transforms import grounding_resize
-
         image = require_image(example, self.name)
         tensor, ratios = grounding_resize(image, self.image_size)
         return tensor, {"original_size": image.size, "ratios": ratios}
@@ -83,17 +85,11 @@ class RefcocoTask(BaseTask):
                               max_image_size=self.max_image_size)
 
     def generation_config(self, tok: "OFATokenizer") -> "GenerationConfig":
-        from ofa.generation.boxes import location_constraint
-        from ofa.generation.config import GenerationConfig
-
         processors = (location_constraint(tok.vocab),) if self.constrain_to_bins else ()
         return GenerationConfig(beam_size=self.beam_size, max_len_b=4, min_len=4,
                                 no_repeat_ngram_size=self.no_repeat_ngram_size, processors=processors)
 
     def from_hypothesis(self, hypothesis: "Hypothesis", tok: "OFATokenizer", sample: Sample) -> Prediction:
-        from ofa.errors import GenerationError
-        from ofa.generation.boxes import hypothesis_to_box
-
         try:
             box = hypothesis_to_box(hypothesis, tok.vocab, sample.meta["original_size"], self.image_size,
                                     self.max_image_size)
@@ -107,15 +103,11 @@ class RefcocoTask(BaseTask):
         bins = [tok.vocab.bin_index(i) for i in ids[:4] if i in tok.vocab.bin_range()]
         if len(bins) < 4 or sample is None:
             return GroundingPrediction(id=None if sample is None else sample.id)
-        from ofa.tokenization.boxes import bins_to_box
-
         box = bins_to_box(bins, sample.meta["original_size"], self.image_size, tok.vocab.num_bins,
                           self.max_image_size)
         return GroundingPrediction(id=sample.id, box=tuple(box), bins=tuple(bins))  # type: ignore[arg-type]
 
     def score(self, preds: Sequence[Prediction], refs: Sequence[Example]) -> dict[str, float]:
-        from ofa.metrics.grounding import grounding_hit
-
         if len(preds) != len(refs):
             raise DataError(f"{len(preds)} predictions for {len(refs)} references")
         hits = []

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from ofa.data.transforms import grounding_resize
 from ofa.errors import DataError
 from ofa.tasks.base import Example, Sample
 from ofa.tasks.caption import CaptionTask
@@ -35,8 +36,6 @@ class RegionCaptionTask(CaptionTask):
         self.max_image_size = max_image_size
 
     def transform(self, example: Example) -> tuple[torch.Tensor | None, dict[str, Any]]:
-        from ofa.data.transforms import grounding_resize
-
         image = require_image(example, self.name)
         tensor, ratios = grounding_resize(image, self.image_size)
         return tensor, {"original_size": image.size, "ratios": ratios}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ofa.data.text import pre_caption
 from ofa.errors import DataError
+from ofa.metrics.classification import accuracy
 from ofa.tasks.answers import AnswerTask, InferenceMode
 from ofa.tasks.base import Example, Prediction
 from ofa.tasks.common import require_text
@@ -32,8 +34,6 @@ class SnliVeTask(AnswerTask):
         self.add_caption = add_caption
 
     def instruction(self, example: Example) -> str:
-        from ofa.data.text import pre_caption
-
         hypothesis = pre_caption(require_text(example.text, "hypothesis"), 80)
         premise = example.extra.get("premise")
         if self.add_caption and premise:
@@ -48,8 +48,6 @@ class SnliVeTask(AnswerTask):
         return answer
 
     def score(self, preds: Sequence[Prediction], refs: Sequence[Example]) -> dict[str, float]:
-        from ofa.metrics.classification import accuracy
-
         return {"accuracy": accuracy([getattr(p, "answer", "") for p in preds],
                                      [self.answer_text(r) for r in refs])}
 

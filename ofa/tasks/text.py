@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ofa.errors import DataError
+from ofa.metrics.classification import accuracy
 from ofa.tasks.answers import AnswerTask, InferenceMode
 from ofa.tasks.base import Example, Prediction
 from ofa.tasks.common import require_text
@@ -39,8 +40,6 @@ class Sst2Task(AnswerTask):
         return label
 
     def score(self, preds: Sequence[Prediction], refs: Sequence[Example]) -> dict[str, float]:
-        from ofa.metrics.classification import accuracy
-
         return {"accuracy": accuracy([getattr(p, "answer", "") for p in preds], [self.answer_text(r) for r in refs])}
 
     def parse_row(self, fields: Sequence[str]) -> Example:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ofa.data.text import pre_question
 from ofa.errors import DataError
+from ofa.metrics.vqa import soft_score, vqa_accuracy
 from ofa.tasks.answers import AnswerTask, InferenceMode
 from ofa.tasks.base import Example, Prediction
 from ofa.tasks.common import require_text
@@ -55,8 +57,6 @@ class VqaGenTask(AnswerTask):
         self.max_objects = max_objects
 
     def instruction(self, example: Example) -> str:
-        from ofa.data.text import pre_question
-
         question = pre_question(require_text(example.text, "question"), 80)
         if not question.endswith("?"):
             question += "?"
@@ -71,8 +71,6 @@ class VqaGenTask(AnswerTask):
         if isinstance(target, dict) and target:
             return {str(k): float(v) for k, v in target.items()}
         if isinstance(target, (list, tuple)) and target:
-            from ofa.metrics.vqa import vqa_accuracy
-
             return {a: vqa_accuracy(a, list(target)) for a in set(target)}
         raise DataError(f"example {example.id!r} has no answers")
 
@@ -84,8 +82,6 @@ class VqaGenTask(AnswerTask):
         return max(self._confidences(example).values())
 
     def score(self, preds: Sequence[Prediction], refs: Sequence[Example]) -> dict[str, float]:
-        from ofa.metrics.vqa import soft_score, vqa_accuracy
-
         if len(preds) != len(refs):
             raise DataError(f"{len(preds)} predictions for {len(refs)} references")
         total = 0.0

@@ -16,6 +16,8 @@ import random
 import sys
 from pathlib import Path
 
+from ofa.tokenization.tokenizer import OFATokenizer
+
 logger = logging.getLogger(__name__)
 
 VOCAB_SIZE = 640  # BPE tokens, the 256 byte symbols included
@@ -110,8 +112,6 @@ def main(argv: list[str] | None = None) -> Path:
     Returns:
         The output folder.
     """
-    from ofa.tokenization.tokenizer import OFATokenizer
-
     args = sys.argv[1:] if argv is None else argv
     out = Path(args[0]) if args else Path(__file__).resolve().parent / "assets"
     tok = OFATokenizer.train(build_corpus(), vocab_size=VOCAB_SIZE, num_codes=64, num_bins=100)

@@ -18,6 +18,10 @@ import os
 import sys
 from typing import Sequence
 
+from ofa.errors import OFAError
+from ofa.trainer.config import TrainerConfig
+from ofa.trainer.trainer import Trainer
+
 __all__ = ["main"]
 
 
@@ -42,10 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if args.verbose and rank == 0 else logging.WARNING,
                         format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s")
-    from ofa.errors import OFAError
-    from ofa.trainer.config import TrainerConfig
-    from ofa.trainer.trainer import Trainer
-
     try:
         config = TrainerConfig.from_file(args.config, args.overrides)
         trainer = Trainer(config, resume=args.resume, progress=not args.no_progress)

@@ -2,8 +2,8 @@
 
 For each caption, ``K`` code sequences are sampled (the task's top-k sampling, eval mode, no gradient), decoded
 to images by the VQGAN and scored against the caption by an
-:class:`~ofa.tasks.image_scorers.ImageTextScorer` (OFA: CLIP ViT-B/16 cosine; offline here:
-:class:`~ofa.tasks.image_scorers.ColorNameScorer` or any scorer you plug in). The reward of a sample is its
+:class:`~ofa.metrics.image_text.ImageTextScorer` (OFA: CLIP ViT-B/16 cosine; offline here:
+:class:`~ofa.metrics.image_text.ColorNameScorer` or any scorer you plug in). The reward of a sample is its
 score minus the mean score of the caption's other samples (:func:`~ofa.trainer.loss.leave_one_out`), and the
 loss is ``-sum_t lp(token_t) * reward`` over a teacher-forced pass on the samples
 (:func:`~ofa.trainer.loss.scst_loss`), with the logits restricted to ids 0-3 and the code range as in
@@ -23,7 +23,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from ofa.data.collate import collate
 from ofa.errors import ConfigError, InputError
+from ofa.generation.generate import generate
+from ofa.records import Example
+from ofa.tasks.image_gen import check_codebook
 from ofa.trainer.loss import LossOutput, leave_one_out, scst_loss
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,11 +93,6 @@ def sample_clip_scst(model: Any, captions: Sequence[str], task: Any, tok: Any, v
         ConfigError: ``K < 2``, a model/task/VQGAN mismatch, or a scorer returning the wrong number of scores.
         InputError: no captions.
     """
-    from ofa.data.collate import collate
-    from ofa.generation.generate import generate
-    from ofa.tasks.base import Example
-    from ofa.tasks.image_gen import check_codebook
-
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
         raise ConfigError(f"CLIP-SCST needs num_samples >= 2 for its leave-one-out baseline, got {num_samples!r}")
     if isinstance(captions, str) or not captions:

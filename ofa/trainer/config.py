@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
+import yaml
+
 from ofa.errors import ConfigError
 
 __all__ = ["TrainerConfig", "TaskSpec", "BatchPlan"]
@@ -82,8 +84,8 @@ class TrainerConfig:
     ``drop_path_rate``.
 
     CLIP-SCST (text-to-image stage 2, ``criterion="clip_scst"`` with the ``image_gen`` task): ``vqgan`` (a
-    folder or checkpoint :func:`ofa.nn.vqgan.load_vqgan` reads), ``image_scorer`` (a name of
-    :data:`ofa.tasks.image_scorers.SCORERS`: ``"color"``), ``clip_scst_samples`` (samples per caption, K).
+    folder or checkpoint :func:`ofa.vqgan.load_vqgan` reads), ``image_scorer`` (a name of
+    :data:`ofa.metrics.image_text.SCORERS`: ``"color"``), ``clip_scst_samples`` (samples per caption, K).
 
     Bookkeeping: ``output_dir``, ``validate_every`` / ``save_every`` (steps; 0 = at each epoch end),
     ``keep_last``, ``best_metric`` / ``best_mode``, ``seed``, ``num_workers``, ``log_every``, ``max_bad_rows``,
@@ -260,10 +262,6 @@ class TrainerConfig:
                 raise ConfigError(f"trainer config file {str(path)!r} does not exist")
             text = path.read_text()
             if path.suffix in (".yaml", ".yml"):
-                try:
-                    import yaml
-                except ImportError as exc:  # pragma: no cover - pyyaml is a dependency
-                    raise ConfigError("reading YAML configs needs PyYAML (pip install pyyaml)") from exc
                 data = yaml.safe_load(text) or {}
             else:
                 try:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ofa.trainer.optim import PolynomialDecay
@@ -78,8 +79,6 @@ class TorchEngine:
         loss.backward()
 
     def _all_reduce_grads(self) -> None:
-        import torch.distributed as dist
-
         params = [p for p in self.model.parameters() if p.requires_grad]
         used = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
         dist.all_reduce(used, op=dist.ReduceOp.SUM)

@@ -11,15 +11,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from tqdm.auto import tqdm
 
+from ofa.builders import PRESETS, build_model
+from ofa.checkpoint import load_checkpoint, load_state_dict_into, read_checkpoint
+from ofa.config import OFAConfig
+from ofa.data.dataset import TaskDataset
+from ofa.data.jsonl import JSONLFile
+from ofa.data.text import strip_punctuation
+from ofa.data.tsv import TSVFile
 from ofa.errors import CheckpointError, ConfigError, DataError, OFAError
+from ofa import evaluation
+from ofa.generation.config import GenerationConfig
+from ofa.generation.generate import generate
+from ofa.metrics.cider import CiderDScorer
+from ofa.metrics.image_text import build_scorer
+from ofa.pipeline import load_tokenizer
+from ofa.tasks import get_task
+from ofa.tasks.image_gen import check_codebook
 from ofa.trainer.checkpoint import CheckpointManager, restore_rng
+from ofa.trainer.clip_scst import clip_scst_loss, sample_clip_scst
 from ofa.trainer.config import TrainerConfig
 from ofa.trainer.data import TaskStream, pick_task
 from ofa.trainer.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from ofa.trainer.engine import TorchEngine
 from ofa.trainer.loss import LossOutput, label_smoothed_cross_entropy, leave_one_out, scst_loss
 from ofa.trainer.optim import EMA, PolynomialDecay, build_optimizer
+from ofa.trainer.zero import DeepSpeedEngine
+from ofa.vqgan import load_vqgan
 
 __all__ = ["Trainer", "TrainingError"]
 
@@ -86,8 +107,6 @@ class Trainer:
 
     # -- setup ------------------------------------------------------------------------------------------------
     def _load_tokenizer(self, tokenizer: Any) -> Any:
-        from ofa.pipeline import load_tokenizer
-
         if tokenizer is not None:
             return load_tokenizer(tokenizer)
         source = self.config.tokenizer
@@ -99,9 +118,6 @@ class Trainer:
         return load_tokenizer(source)
 
     def _build_model(self, model: nn.Module | None) -> nn.Module:
-        from ofa.builders import PRESETS, build_model
-        from ofa.checkpoint import load_checkpoint
-
         cfg = self.config
         overrides = dict(cfg.model_overrides)
         if cfg.drop_path_rate is not None:
@@ -114,8 +130,6 @@ class Trainer:
             else:
                 model = load_checkpoint(cfg.model, **overrides)
         if cfg.init_checkpoint is not None:
-            from ofa.checkpoint import load_state_dict_into, read_checkpoint
-
             state, _, _ = read_checkpoint(cfg.init_checkpoint)
             try:
                 load_state_dict_into(model, state)
@@ -150,14 +164,9 @@ class Trainer:
                     module.eval()
 
     def _build_task(self, spec: Any) -> Any:
-        from ofa.tasks import get_task
-
         return get_task(spec.name, **spec.options)
 
     def _source(self, path: str, fmt: str | None) -> Any:
-        from ofa.data.jsonl import JSONLFile
-        from ofa.data.tsv import TSVFile
-
         p = Path(path)
         if not p.is_file():
             raise DataError(f"data file {path!r} does not exist")
@@ -165,8 +174,6 @@ class Trainer:
         return JSONLFile(p) if fmt == "jsonl" else TSVFile(p)
 
     def _build_stream(self, index: int) -> TaskStream:
-        from ofa.data.dataset import TaskDataset
-
         spec = self.config.tasks[index]
         if spec.train_data is None:
             raise ConfigError(f"task {spec.name!r} has no train_data")
@@ -182,12 +189,10 @@ class Trainer:
                           self.config.seed + 1000 * index, self.tokenizer.pad_id, self.config.num_workers)
 
     def _read_valid(self, index: int) -> list[Any]:
-        from ofa.evaluation import read_examples
-
         spec = self.config.tasks[index]
         if spec.valid_data is None:
             return []
-        return read_examples(spec.valid_data, self.tasks[index], fmt=spec.data_format, image_root=spec.image_root,
+        return evaluation.read_examples(spec.valid_data, self.tasks[index], fmt=spec.data_format, image_root=spec.image_root,
                              max_bad_rows=self.config.max_bad_rows, limit=self.config.valid_max_examples)
 
     def _total_steps(self) -> int:
@@ -200,18 +205,12 @@ class Trainer:
     def _build_engine(self, warmup: int) -> Any:
         cfg = self.config
         if cfg.engine == "deepspeed":
-            from ofa.trainer.zero import DeepSpeedEngine
-
             return DeepSpeedEngine(self.model, cfg, self.plan, total_steps=self.total_steps, warmup_steps=warmup)
-        from ofa.trainer.engine import TorchEngine
-
         optimizer = build_optimizer(self.model.parameters(), cfg.lr, cfg.weight_decay, cfg.adam_betas, cfg.adam_eps)
         scheduler = PolynomialDecay(optimizer, cfg.lr, self.total_steps, warmup, cfg.end_lr)
         return TorchEngine(self.model, optimizer, scheduler, cfg.clip_norm, self.dist.world_size, self.dist.rank)
 
     def _build_scst_scorer(self) -> Any:
-        from ofa.metrics.cider import CiderDScorer
-
         refs: list[list[str]] = []
         for stream in self.streams:
             dataset = stream.dataset
@@ -224,10 +223,6 @@ class Trainer:
 
     def _build_clip_scst(self) -> dict[str, Any]:
         """The VQGAN and image-text scorer of CLIP-SCST (spec §6.3), checked against the tokenizer and tasks."""
-        from ofa.nn.vqgan import load_vqgan
-        from ofa.tasks.image_gen import check_codebook
-        from ofa.tasks.image_scorers import build_scorer
-
         cfg = self.config
         scorer = build_scorer(cfg.image_scorer)
         if scorer is None:
@@ -272,9 +267,6 @@ class Trainer:
     def _prepare_scst(self, task_index: int, batch: Any) -> _Work:
         """Beam-search ``scst_beam_size`` captions per image in eval mode; rewards = CIDEr-D minus the
         leave-one-out mean (spec §6.2)."""
-        from ofa.generation.config import GenerationConfig
-        from ofa.generation.generate import generate
-
         cfg = self.config
         tok = self.tokenizer
         k = cfg.scst_beam_size
@@ -313,8 +305,6 @@ class Trainer:
     def _prepare_clip_scst(self, task_index: int, batch: Any) -> _Work:
         """Sample ``clip_scst_samples`` code grids per caption in eval mode, decode them with the VQGAN, score
         them against the caption; rewards = score minus the leave-one-out mean (spec §6.3)."""
-        from ofa.trainer.clip_scst import sample_clip_scst
-
         assert self.clip_scst is not None
         task = self.tasks[task_index]
         captions = [task.sample_caption(sample, self.tokenizer) for sample in batch.samples]
@@ -331,8 +321,6 @@ class Trainer:
         batch = work.batch
         module = self.engine.module
         if cfg.criterion == "clip_scst":
-            from ofa.trainer.clip_scst import clip_scst_loss
-
             return clip_scst_loss(module, work.extra["rollout"])
         if cfg.criterion == "scst":
             # The encoder runs once per image: the model decodes the k captions of an image as k rows that
@@ -439,8 +427,6 @@ class Trainer:
     # -- validation -------------------------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
         """Score every task's validation examples (EMA weights when EMA is on); rank 0 computes, all return it."""
-        from ofa.evaluation import evaluate
-
         metrics: dict[str, float] = {}
         with self.engine.full_model() as full:
             if self.dist.is_main:
@@ -449,7 +435,7 @@ class Trainer:
                 for task, examples in zip(self.tasks, self.valid_examples):
                     if not examples:
                         continue
-                    scores, _ = evaluate(task, model, self.tokenizer, examples,
+                    scores, _ = evaluation.evaluate(task, model, self.tokenizer, examples,
                                          batch_size=self.config.valid_batch_size or self.config.micro_batch_size,
                                          progress=False)
                     prefix = f"{task.name}/" if len(self.tasks) > 1 else ""
@@ -494,8 +480,6 @@ class Trainer:
         state = torch.load(directory / "trainer_state.pt", map_location="cpu", weights_only=False)
         arch = state.get("architecture")
         if arch is not None and arch != self.model.config.to_dict():
-            from ofa.config import OFAConfig
-
             theirs = OFAConfig.from_dict(arch)
             diff = {k: (v, getattr(self.model.config, k)) for k, v in theirs.__dict__.items()
                     if getattr(self.model.config, k) != v}
@@ -539,8 +523,6 @@ class Trainer:
         cfg = self.config
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         last_valid: dict[str, float] = {}
         steps_per_epoch = max(self.total_steps // cfg.max_epochs, 1) if cfg.max_steps is None else 0
@@ -584,14 +566,10 @@ class Trainer:
 
 def _scst_text(text: str) -> str:
     """OFA's SCST text normalisation: strip punctuation (and a trailing period), then append `` <eos>``."""
-    from ofa.data.text import strip_punctuation
-
     return " ".join(strip_punctuation(text).split()) + " <eos>"
 
 
 def _broadcast_object(value: Any) -> Any:
-    import torch.distributed as dist
-
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]

@@ -11,13 +11,14 @@ import copy
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple
 
 import torch
 from torch import nn
 
-from ofa.errors import ConfigError
+from ofa.errors import CheckpointError, ConfigError
 from ofa.trainer.config import BatchPlan, TrainerConfig
 from ofa.trainer.optim import PolynomialDecay, build_optimizer
 
@@ -31,8 +32,6 @@ _OWNED = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumu
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -223,6 +222,7 @@ class DeepSpeedEngine:
         if not torch.cuda.is_available():
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         try:
+            # optional dependency
             import deepspeed
         except ImportError as exc:
             raise ConfigError("engine='deepspeed' needs DeepSpeed: pip install 'ofa-unified[deepspeed]'") from exc
@@ -297,6 +297,7 @@ class DeepSpeedEngine:
         (generation for SCST) deadlocks.
         """
         if self.zero_stage == 3:
+            # optional dependency
             from deepspeed.runtime.zero.partition_parameters import GatheredParameters
 
             with GatheredParameters(list(self.model.parameters()), modifier_rank=None):
@@ -312,7 +313,5 @@ class DeepSpeedEngine:
     def load(self, directory: Path) -> None:
         path, client = self.ds.load_checkpoint(str(directory), tag="deepspeed")
         if path is None:
-            from ofa.errors import CheckpointError
-
             raise CheckpointError(f"no DeepSpeed state in {str(directory)!r}")
         self.scheduler.load_state_dict(client["scheduler"])

@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from ofa.errors import GenerationError, InputError
-from ofa.generation import (AllowedTokens, ExactLength, GenerationConfig, Hypothesis, Trie, TrieConstraint, generate,
-                            greedy_decode)
+from ofa.generation import (
+    AllowedTokens,
+    ExactLength,
+    GenerationConfig,
+    Hypothesis,
+    Trie,
+    TrieConstraint,
+    generate,
+    greedy_decode,
+)
 
 EOS = 2
 PAD = 1

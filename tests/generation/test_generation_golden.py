@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ofa.golden import load_golden_model
+from ofa.apps.golden import load_golden_model
 from ofa.generation import GenerationConfig, Trie
 from ofa.generation.golden import config_from_reference_args, run_golden_generation
 

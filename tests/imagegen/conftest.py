@@ -10,8 +10,8 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-from ofa.datasets import WorldConfig, write_world
-from ofa.nn.vqgan import VQGANConfig, build_vqgan
+from ofa.apps.shapeworld import WorldConfig, write_world
+from ofa.vqgan import VQGANConfig, build_vqgan
 
 GRID = 2  # code grid side of the test model: code_image_size = 8 * GRID
 # Factor 2 (16 px -> 8x8 codes), no attention: a forward/backward pass takes a few tens of milliseconds.

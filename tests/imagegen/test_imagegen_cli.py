@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from ofa.cli import main
+from ofa.apps.cli import main
 from ofa.data.tsv import TSVFile
-from ofa.nn.vqgan import VQGANConfig, build_vqgan, load_vqgan
+from ofa.vqgan import VQGANConfig, build_vqgan, load_vqgan
 
 
 def lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:

@@ -13,12 +13,12 @@ from PIL import Image
 
 import ofa
 from ofa.errors import ConfigError
-from ofa.nn.vqgan import VQGANConfig, build_vqgan
 from ofa.tasks.image_gen import ImageGenTask
-from ofa.tasks.image_gen_data import write_image_gen_tsv
 from ofa.trainer import TrainerConfig
 from ofa.trainer.clip_scst import clip_scst_loss, sample_clip_scst
 from ofa.trainer.trainer import Trainer
+from ofa.vqgan import VQGANConfig, build_vqgan
+from ofa.vqgan.codes import write_image_gen_tsv
 
 
 class MeanPixelScorer:

@@ -1,4 +1,4 @@
-"""Tests for ofa.tasks.image_gen_data and ofa.data.image_text: images -> codes -> image_gen TSV rows."""
+"""Tests for ofa.vqgan.codes and ofa.data.image_text: images -> codes -> image_gen TSV rows."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import ofa
 from ofa.data.image_text import read_image_text
 from ofa.data.tsv import TSVFile
 from ofa.errors import ConfigError, DataError, InputError
-from ofa.nn.vqgan import images_from_pil
-from ofa.tasks.image_gen_data import encode_images_to_codes, write_image_gen_tsv
+from ofa.vqgan import images_from_pil
+from ofa.vqgan.codes import encode_images_to_codes, write_image_gen_tsv
 
 
 def test_read_image_text_reads_the_caption_tsv(world: Path) -> None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ofa.errors import CheckpointError, ConfigError, InputError
-from ofa.nn.vqgan import VQGANConfig, load_vqgan
 from ofa.tasks.image_gen import ImageGenTask
+from ofa.vqgan import VQGANConfig, load_vqgan
 
 
 def test_wrong_grid_sizes_and_codes_out_of_range(vqgan: Any) -> None:

@@ -1,4 +1,4 @@
-"""Tests for ofa.tasks.image_scorers: the scorer protocol, the colour-word scorer, the embedding adapter."""
+"""Tests for ofa.metrics.image_text: the scorer protocol, the colour-word scorer, the embedding adapter."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ofa.errors import ConfigError, InputError
-from ofa.tasks.image_scorers import (ColorNameScorer, EmbeddingScorer, ImageTextScorer, build_scorer)
+from ofa.metrics.image_text import ColorNameScorer, EmbeddingScorer, ImageTextScorer, build_scorer
 
 
 def circle(color: tuple[int, int, int], size: int = 32, background: tuple[int, int, int] = (245, 245, 245)

@@ -14,10 +14,10 @@ import ofa
 from ofa.data.collate import collate
 from ofa.errors import ConfigError, InputError
 from ofa.generation import generate
-from ofa.nn.vqgan import VQGANConfig, build_vqgan
+from ofa.metrics.image_text import ColorNameScorer
 from ofa.tasks.base import Example
 from ofa.tasks.image_gen import ImageGenPrediction, ImageGenTask, check_codebook
-from ofa.tasks.image_scorers import ColorNameScorer
+from ofa.vqgan import VQGANConfig, build_vqgan
 
 GRID = 2  # the conftest's small_model grid (checked by test_grid_matches_the_fixture)
 

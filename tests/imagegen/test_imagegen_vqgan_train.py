@@ -1,4 +1,4 @@
-"""Tests for ofa.nn.vqgan.train: the from-scratch VQGAN recipe on shape-world images."""
+"""Tests for ofa.vqgan.train: the from-scratch VQGAN recipe on shape-world images."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ofa.errors import ConfigError, InputError
-from ofa.nn.vqgan import VQGANConfig, build_vqgan, load_vqgan, reconstruction_error, train_vqgan
-from ofa.nn.vqgan.train import cosine_temperature, load_image_tensor
+from ofa.vqgan import VQGANConfig, build_vqgan, load_vqgan, reconstruction_error, train_vqgan
+from ofa.vqgan.train import cosine_temperature, load_image_tensor
 
 
 def test_training_reduces_the_reconstruction_error(world: Path, tmp_path: Path,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ofa.metrics.color_check import ColorCheck
-from ofa.datasets import captions, generate_scene, render
+from ofa.apps.quickstart_image import ImageQuickstartConfig
+from ofa.apps.shapeworld import captions, generate_scene, render
 from ofa.errors import ConfigError, InputError
-from ofa.quickstart_image import ImageQuickstartConfig
+from ofa.metrics.color_check import ColorCheck
 
 WORLD = ImageQuickstartConfig().world_config()  # the text-to-image quickstart's world: 32 px, 1-2 objects
 

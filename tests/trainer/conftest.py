@@ -10,7 +10,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from ofa.datasets import WorldConfig, write_world
+from ofa.apps.shapeworld import WorldConfig, write_world
 from ofa.tokenization import OFATokenizer
 from ofa.trainer import TrainerConfig
 

@@ -70,7 +70,7 @@ def test_caption_run_logs_validates_and_saves(make_config, world: Path, tmp_path
     image = tmp_path / "valid0.png"
     first = (world / "caption_valid.tsv").read_text().splitlines()[0].split("\t")
     decode_base64_image(first[-1]).save(image)
-    proc = subprocess.run([sys.executable, "-m", "ofa.cli", "predict", "--task", "caption", "--checkpoint",
+    proc = subprocess.run([sys.executable, "-m", "ofa.apps.cli", "predict", "--task", "caption", "--checkpoint",
                            str(checkpoint), "-o", "image_size=64", "-o", "max_len=6", str(image)],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr

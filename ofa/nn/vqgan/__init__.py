@@ -1,34 +1,5 @@
-"""The GumbelVQ VQGAN (taming-transformers ``vqgan_gumbel_f8``) behind OFA's image-code targets.
+"""Deprecated alias of :mod:`ofa.vqgan` (moved in 0.2, removed in 0.3)."""
 
-* :mod:`~ofa.nn.vqgan.config`: :class:`VQGANConfig`, presets ``VQGAN_GUMBEL_F8`` and ``VQGAN_TEST``.
-* :mod:`~ofa.nn.vqgan.blocks`: ResNet/attention/resampling blocks, encoder and decoder with taming's names.
-* :mod:`~ofa.nn.vqgan.quantize`: the Gumbel-softmax codebook.
-* :mod:`~ofa.nn.vqgan.model`: :class:`VQGAN` (``encode``/``decode``/``forward``, ``save_pretrained``).
-* :mod:`~ofa.nn.vqgan.loading`: :func:`load_vqgan` for the released checkpoint + ``model.yaml``.
-* :mod:`~ofa.nn.vqgan.train`: :func:`train_vqgan`, a small from-scratch recipe for a new image domain.
-"""
+from ofa._deprecated import forward
 
-from __future__ import annotations
-
-from ofa.nn.vqgan.config import VQGAN_GUMBEL_F8, VQGAN_TEST, VQGANConfig
-from ofa.nn.vqgan.loading import load_vqgan, read_taming_yaml
-from ofa.nn.vqgan.model import VQGAN, build_vqgan, images_from_pil, images_to_pil
-from ofa.nn.vqgan.quantize import GumbelQuantize
-from ofa.nn.vqgan.train import VQGAN_PRESETS, VQGAN_SMALL_F8, reconstruction_error, train_vqgan
-
-__all__ = [
-    "VQGANConfig",
-    "VQGAN_GUMBEL_F8",
-    "VQGAN_TEST",
-    "VQGAN",
-    "GumbelQuantize",
-    "build_vqgan",
-    "load_vqgan",
-    "read_taming_yaml",
-    "images_from_pil",
-    "images_to_pil",
-    "train_vqgan",
-    "reconstruction_error",
-    "VQGAN_PRESETS",
-    "VQGAN_SMALL_F8",
-]
+__getattr__ = forward("ofa.nn.vqgan")

@@ -127,7 +127,7 @@ def test_through_the_pipeline(tok: Any, model: Any, tmp_path: Path) -> None:
 
 
 def test_through_the_cli(tok: Any, model: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ofa.cli import main
+    from ofa.apps.cli import main
 
     model.save_pretrained(tmp_path / "ck")
     tok.save_pretrained(tmp_path / "ck")

@@ -3,7 +3,7 @@
 ``encode`` maps ``[b, 3, H, W]`` images in ``[-1, 1]`` to ``[b, H/f, W/f]`` raster code grids (``f = 8`` for
 ``vqgan_gumbel_f8``: 256 px -> 32x32 codes); ``decode`` maps grids back to images; ``forward`` is the training
 pass (Gumbel-softmax codes, reconstruction and KL terms). Our own save format is a folder with ``config.json``
-and ``weights.pt``; the released taming-transformers files are read by :func:`ofa.nn.vqgan.load_vqgan`.
+and ``weights.pt``; the released taming-transformers files are read by :func:`ofa.vqgan.load_vqgan`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from PIL import Image
 from torch import nn
 
 from ofa.errors import CheckpointError, ConfigError, InputError, TokenizationError
-from ofa.nn.vqgan.blocks import VQDecoder, VQEncoder, build_decoder, build_encoder
-from ofa.nn.vqgan.config import VQGAN_GUMBEL_F8, VQGANConfig
-from ofa.nn.vqgan.io import check_state_dict, read_torch_file
-from ofa.nn.vqgan.quantize import GumbelQuantize
 from ofa.tokenization.image_codes import grid_shape
+from ofa.vqgan.blocks import VQDecoder, VQEncoder, build_decoder, build_encoder
+from ofa.vqgan.config import VQGAN_GUMBEL_F8, VQGANConfig
+from ofa.vqgan.io import check_state_dict, read_torch_file
+from ofa.vqgan.quantize import GumbelQuantize
 
 __all__ = ["VQGAN", "build_vqgan", "images_from_pil", "images_to_pil"]
 
@@ -52,10 +52,10 @@ class VQGAN(nn.Module):
 
     Args:
         config: the sizes this model was built from (saved with it).
-        encoder / decoder: :class:`~ofa.nn.vqgan.blocks.VQEncoder` and :class:`~ofa.nn.vqgan.blocks.VQDecoder`.
+        encoder / decoder: :class:`~ofa.vqgan.blocks.VQEncoder` and :class:`~ofa.vqgan.blocks.VQDecoder`.
         quant_conv: 1x1 conv ``z_channels -> embed_dim`` after the encoder.
         post_quant_conv: 1x1 conv ``embed_dim -> z_channels`` before the decoder.
-        quantize: the :class:`~ofa.nn.vqgan.quantize.GumbelQuantize` codebook.
+        quantize: the :class:`~ofa.vqgan.quantize.GumbelQuantize` codebook.
     """
 
     def __init__(self, *, config: VQGANConfig, encoder: VQEncoder, decoder: VQDecoder, quant_conv: nn.Module,

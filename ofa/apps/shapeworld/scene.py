@@ -71,7 +71,7 @@ class WorldConfig:
         position_margin: how far apart (fraction of ``image_size``) two centres must be before one object is
             called "left of"/"above" another, or an object "on the left"/"at the top" of the image.
         refs_per_image, questions_per_image, entailments_per_image, regions_per_image: rows per image that
-            :func:`ofa.datasets.write_world` writes for grounding, VQA, entailment and region captioning (fewer
+            :func:`ofa.apps.shapeworld.write_world` writes for grounding, VQA, entailment and region captioning (fewer
             when the scene does not allow as many).
         seed: base seed; every image gets its own stream derived from ``(seed, split, index)``.
     """

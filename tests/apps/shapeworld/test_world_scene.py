@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ofa.apps.shapeworld import WorldConfig, generate_scene, render, render_indexed, scene_rng
 from ofa.data.images import decode_base64_image, encode_image_base64
-from ofa.datasets import WorldConfig, generate_scene, render, render_indexed, scene_rng
 from ofa.errors import ConfigError
 
 

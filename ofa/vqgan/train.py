@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
+from ofa.data.image_text import read_image_text
 from ofa.errors import ConfigError, InputError
-from ofa.nn.vqgan.config import VQGAN_GUMBEL_F8, VQGAN_TEST, VQGANConfig
-from ofa.nn.vqgan.model import VQGAN, build_vqgan, images_from_pil
+from ofa.vqgan.config import VQGAN_GUMBEL_F8, VQGAN_TEST, VQGANConfig
+from ofa.vqgan.model import VQGAN, build_vqgan, images_from_pil
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -92,8 +94,6 @@ def load_image_tensor(data: "str | os.PathLike[str] | Sequence[Image.Image] | to
             raise InputError("the image tensor holds no images")
         return data.float()
     if isinstance(data, (str, os.PathLike)):
-        from ofa.data.image_text import read_image_text
-
         images = [r.image for r in read_image_text(data, text_column=None, id_column=None,
                                                    image_column=image_column, limit=limit)]
         if not images:
@@ -224,8 +224,6 @@ def train_vqgan(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=steps, desc="train vqgan", unit="step", dynamic_ncols=True)
     order = torch.randperm(images.shape[0], generator=order_gen)
     cursor = 0

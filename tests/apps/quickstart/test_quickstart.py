@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from ofa.quickstart import QuickstartConfig, run_quickstart
+from ofa.apps.quickstart import QuickstartConfig, run_quickstart
 
 
 @pytest.mark.slow
@@ -35,7 +35,7 @@ def test_short_quickstart_beats_baselines(tmp_path):
 def test_gallery_draws_a_predicted_box_with_swapped_corners():
     from PIL import ImageDraw
 
-    from ofa.quickstart import _corners
+    from ofa.apps.quickstart import _corners
 
     # An untrained or weak model can emit x1 < x0; Pillow refuses such a rectangle as given.
     assert _corners((50.0, 10.0, 20.0, 40.0), 3) == [60.0, 30.0, 150.0, 120.0]

@@ -1,4 +1,4 @@
-"""Tests for ofa.quickstart_image: config checks (quick) and a shortened run that must beat its baselines (slow)."""
+"""Tests for ofa.apps.quickstart_image: config checks (quick) and a shortened run that must beat its baselines (slow)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ofa.cli import main
+from ofa.apps.cli import main
+from ofa.apps.quickstart_image import ImageQuickstartConfig, run_image_quickstart
 from ofa.errors import ConfigError
-from ofa.quickstart_image import ImageQuickstartConfig, run_image_quickstart
 
 
 @pytest.mark.parametrize(("overrides", "match"), [

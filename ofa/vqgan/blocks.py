@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ofa.errors import ConfigError
-from ofa.nn.vqgan.config import VQGANConfig
+from ofa.vqgan.config import VQGANConfig
 
 __all__ = [
     "ResnetBlock",

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Literal, Sequence, TypeVar
 
 import numpy as np
 
-from ofa.datasets.scene import Scene, WorldConfig, WorldObject
+from ofa.apps.shapeworld.scene import Scene, WorldConfig, WorldObject
 
 __all__ = ["Reference", "Question", "Entailment", "NUMBER_WORDS", "NEUTRAL_ADJECTIVES", "BACKGROUND_WORDS",
            "number_word", "captions", "region_caption", "referring_expressions", "pick_references", "questions",

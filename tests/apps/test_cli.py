@@ -1,7 +1,7 @@
 """The ``ofa`` command on a test-preset checkpoint directory and real PNG files.
 
-The console script and ``python -m ofa.cli`` run as real subprocesses; they are started together (each pays
-torch's start-up) and each test checks one of them. Further cases call :func:`ofa.cli.main` in-process.
+The console script and ``python -m ofa.apps.cli`` run as real subprocesses; they are started together (each pays
+torch's start-up) and each test checks one of them. Further cases call :func:`ofa.apps.cli.main` in-process.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 import ofa
-from ofa.cli import main
+from ofa.apps.cli import main
 from ofa.data.images import encode_image_base64
 
 BUILTIN_TASKS = ["caption", "image_classify", "image_gen", "refcoco", "region_caption", "snli_ve", "sst2",
@@ -67,7 +67,7 @@ def runs(files: dict[str, Path], checkpoint_dir: Path) -> dict[str, Run]:
     """Start every subprocess at once, then wait for all of them."""
     assert OFA_SCRIPT.is_file(), f"the console script is not installed next to {sys.executable}"
     ck = ["--checkpoint", str(checkpoint_dir)]
-    script, module = [str(OFA_SCRIPT)], [sys.executable, "-m", "ofa.cli"]
+    script, module = [str(OFA_SCRIPT)], [sys.executable, "-m", "ofa.apps.cli"]
     commands = {
         "tasks": script + ["tasks"],
         "caption": module + ["predict", "--task", "caption", *ck, *SMALL, "-o", "beam_size=2", "-o", "max_len=4",
@@ -241,9 +241,9 @@ def test_evaluate_jsonl(checkpoint_dir: Path, files: dict[str, Path], tmp_path: 
 
 
 def test_draw_prediction_geometry() -> None:
+    from ofa.apps.visualize import draw_prediction
     from ofa.tasks.answers import AnswerPrediction
     from ofa.tasks.refcoco import GroundingPrediction
-    from ofa.visualize import draw_prediction
 
     image = Image.new("RGB", (200, 120), (90, 90, 90))
     for box in [(100.0, 50.0, 180.0, 110.0), (180.0, 110.0, 100.0, 50.0)]:  # a model may emit x0 > x1

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 import ofa
-from ofa.data.tsv import TSVFile
-from ofa.datasets import (
+from ofa.apps.shapeworld import (
     TASK_FILES,
     WorldConfig,
     answer_vocabulary,
@@ -22,6 +21,7 @@ from ofa.datasets import (
     trivial_baselines,
     write_world,
 )
+from ofa.data.tsv import TSVFile
 from ofa.errors import ConfigError, DataError
 
 

@@ -1,4 +1,4 @@
-"""Tests for ofa.nn.vqgan: config checks, blocks, encode/decode/forward of the tiny preset, input validation."""
+"""Tests for ofa.vqgan: config checks, blocks, encode/decode/forward of the tiny preset, input validation."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ofa.errors import ConfigError, InputError
-from ofa.nn.vqgan import (VQGAN_GUMBEL_F8, VQGAN_TEST, VQGANConfig, build_vqgan, images_from_pil,
-                          images_to_pil)
-from ofa.nn.vqgan.blocks import AttnBlock, Downsample, ResnetBlock, Upsample
+from ofa.vqgan import VQGAN_GUMBEL_F8, VQGAN_TEST, VQGANConfig, build_vqgan, images_from_pil, images_to_pil
+from ofa.vqgan.blocks import AttnBlock, Downsample, ResnetBlock, Upsample
 
 
 @pytest.fixture(scope="module")

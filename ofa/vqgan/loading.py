@@ -19,9 +19,9 @@ import torch
 import yaml
 
 from ofa.errors import CheckpointError, ConfigError
-from ofa.nn.vqgan.config import VQGANConfig
-from ofa.nn.vqgan.io import read_torch_file
-from ofa.nn.vqgan.model import CONFIG_FILE, VQGAN, model_from_state_dict
+from ofa.vqgan.config import VQGANConfig
+from ofa.vqgan.io import read_torch_file
+from ofa.vqgan.model import CONFIG_FILE, VQGAN, model_from_state_dict
 
 __all__ = ["load_vqgan", "read_taming_yaml"]
 

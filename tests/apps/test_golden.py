@@ -1,4 +1,4 @@
-"""Tests for ofa.golden: our model reproduces the original OFA's tensors (``python -m ofa.golden``)."""
+"""Tests for ofa.apps.golden: our model reproduces the original OFA's tensors (``python -m ofa.apps.golden``)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import torch
 
+from ofa.apps.golden import load_golden_model, main, rel_err, run_forward_cases, run_golden
 from ofa.errors import CheckpointError
-from ofa.golden import load_golden_model, main, rel_err, run_forward_cases, run_golden
 
 REPO = Path(__file__).resolve().parents[1]
 FORWARD_CASES = ("main", "patch_mask_false", "text_only", "code_mixed", "code_all")
@@ -22,7 +22,7 @@ FORWARD_CASES = ("main", "patch_mask_false", "text_only", "code_mixed", "code_al
 def test_cli_reproduces_every_reference_tensor(golden_path: Path) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, "-m", "ofa.golden", str(golden_path), "--json"], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "ofa.apps.golden", str(golden_path), "--json"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(proc.stdout)

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import pytest
 
-from ofa.datasets import Background, Scene, WorldConfig, WorldObject, generate_scene, scene_rng, write_world
+from ofa.apps.shapeworld import Background, Scene, WorldConfig, WorldObject, generate_scene, scene_rng, write_world
 
 CONFIG = WorldConfig()
 RGB = dict(CONFIG.colors)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ofa.datasets import (
+from ofa.apps.shapeworld import (
     answer_vocabulary,
     captions,
     class_label,

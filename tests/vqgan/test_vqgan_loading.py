@@ -1,4 +1,4 @@
-"""Tests for ofa.nn.vqgan loading: the released taming layout (keys, shapes, YAML) and our own save format.
+"""Tests for ofa.vqgan loading: the released taming layout (keys, shapes, YAML) and our own save format.
 
 The expected key list is generated here by hand from the facts of taming-transformers' Encoder/Decoder and
 GumbelVQ, never from the model, so a renamed or mis-shaped module shows up as a difference.
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ofa.errors import CheckpointError, ConfigError
-from ofa.nn.vqgan import VQGAN, VQGAN_GUMBEL_F8, VQGAN_TEST, VQGANConfig, build_vqgan, load_vqgan
+from ofa.vqgan import VQGAN, VQGAN_GUMBEL_F8, VQGAN_TEST, VQGANConfig, build_vqgan, load_vqgan
 
 RELEASED_PARAMETERS = 68_995_971  # sum of the hand-written layout below (the loss.* keys excluded)
 
@@ -179,7 +179,7 @@ def test_released_layout_spot_checks() -> None:
 
 
 def test_released_yaml_reads_as_the_preset(tmp_path: Path) -> None:
-    from ofa.nn.vqgan import read_taming_yaml
+    from ofa.vqgan import read_taming_yaml
 
     (tmp_path / "model.yaml").write_text(RELEASED_YAML)
     assert read_taming_yaml(tmp_path / "model.yaml") == VQGAN_GUMBEL_F8

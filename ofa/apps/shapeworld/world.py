@@ -1,6 +1,6 @@
 """A synthetic shape world written as OFA TSV files, for quickstarts and smoke tests that need no downloads.
 
-:func:`write_world` draws scenes (:mod:`ofa.datasets.scene`), describes them (:mod:`ofa.datasets.descriptions`)
+:func:`write_world` draws scenes (:mod:`ofa.apps.shapeworld.scene`), describes them (:mod:`ofa.apps.shapeworld.descriptions`)
 and writes one TSV per task and split in the layouts the built-in tasks' ``parse_row`` reads, plus the VQA
 candidate answers, the class names, a text corpus for training a BPE on the domain, and ``world.json``.
 :func:`trivial_baselines` scores the answers a model that ignores the image could give, the floor a trained
@@ -8,7 +8,7 @@ model has to clear.
 
 Example::
 
-    from ofa.datasets import WorldConfig, write_world, trivial_baselines
+    from ofa.apps.shapeworld import WorldConfig, write_world, trivial_baselines
     paths = write_world("data/world", num_train=2000, num_valid=200, config=WorldConfig(seed=0))
     print(trivial_baselines("data/world"))
 """
@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any, Hashable, Iterator, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from ofa.datasets.descriptions import (
+from ofa.apps.shapeworld.descriptions import (
     Entailment,
     Question,
     Reference,
@@ -38,8 +39,20 @@ from ofa.datasets.descriptions import (
     referring_expressions,
     region_caption,
 )
-from ofa.datasets.scene import Scene, WorldConfig, WorldObject, generate_scene, render, render_indexed
+from ofa.apps.shapeworld.scene import Scene, WorldConfig, WorldObject, generate_scene, render, render_indexed
+from ofa.data.images import encode_image_base64
+from ofa.data.tsv import TSVFile
 from ofa.errors import ConfigError, DataError
+from ofa.metrics.caption import simple_tokenize
+from ofa.metrics.cider import cider_d
+from ofa.metrics.grounding import grounding_accuracy
+from ofa.metrics.vqa import soft_score
+from ofa.records import Example
+from ofa.tasks.caption import CaptionTask
+from ofa.tasks.refcoco import RefcocoTask
+from ofa.tasks.region import RegionCaptionTask
+from ofa.tasks.snli_ve import LABEL_TO_ANSWER, SnliVeTask
+from ofa.tasks.vqa import VqaGenTask, parse_answers
 
 __all__ = ["WorldConfig", "WorldObject", "Scene", "Reference", "Question", "Entailment", "generate_scene", "render",
            "captions", "referring_expressions", "questions", "entailments", "class_label", "class_names",
@@ -92,12 +105,6 @@ class _Prompts:
     """The exact instruction texts the built-in tasks build, taken from the tasks themselves."""
 
     def __init__(self) -> None:
-        from ofa.tasks.caption import CaptionTask
-        from ofa.tasks.refcoco import RefcocoTask
-        from ofa.tasks.region import RegionCaptionTask
-        from ofa.tasks.snli_ve import LABEL_TO_ANSWER, SnliVeTask
-        from ofa.tasks.vqa import VqaGenTask
-
         self.caption = CaptionTask()
         self.refcoco = RefcocoTask()
         self.region = RegionCaptionTask()
@@ -106,8 +113,6 @@ class _Prompts:
         self.snli_answers = dict(LABEL_TO_ANSWER)
 
     def of(self, task: Any, text: str | None = None, **extra: Any) -> str:
-        from ofa.tasks.base import Example
-
         return task.instruction(Example(text=text, extra=extra))
 
 
@@ -127,8 +132,6 @@ def _describe(scene: Scene, rng: np.random.Generator, config: WorldConfig) -> di
 
 def _write_image(rows: _Rows, corpus: list[str] | None, prompts: _Prompts, split: str, index: int,
                  config: WorldConfig, labels: list[str]) -> None:
-    from ofa.data.images import encode_image_base64
-
     rng = scene_rng(config, split, index)
     scene = generate_scene(rng, config)
     texts = _describe(scene, rng, config)
@@ -162,8 +165,6 @@ def _write_image(rows: _Rows, corpus: list[str] | None, prompts: _Prompts, split
 def _progress(total: int, desc: str, enabled: bool) -> Iterator[int]:
     if not enabled:
         return iter(range(total))
-    from tqdm.auto import tqdm
-
     return iter(tqdm(range(total), desc=desc, unit="img", dynamic_ncols=True))
 
 
@@ -236,17 +237,13 @@ def write_world(out_dir: str | os.PathLike[str], num_train: int, num_valid: int,
 
 # -- baselines ---------------------------------------------------------------------------------------------------
 def _read(path: Path, task: Any) -> list[Any]:
-    from ofa.data.tsv import TSVFile
-
     if not path.is_file():
-        raise DataError(f"{path} does not exist; write it with ofa.datasets.write_world")
+        raise DataError(f"{path} does not exist; write it with ofa.apps.shapeworld.write_world")
     table = TSVFile(path)
     return [task.parse_row(table[i]) for i in range(len(table))]
 
 
 def _column(path: Path, column: int) -> list[str]:
-    from ofa.data.tsv import TSVFile
-
     table = TSVFile(path, selected_cols=[column])
     return [table[i][0] for i in range(len(table))]
 
@@ -281,14 +278,6 @@ def trivial_baselines(data_dir: str | os.PathLike[str], split: str = "valid",
     Raises:
         DataError: if a file is missing or a row does not parse.
     """
-    from ofa.metrics.caption import simple_tokenize
-    from ofa.metrics.cider import cider_d
-    from ofa.metrics.grounding import grounding_accuracy
-    from ofa.metrics.vqa import soft_score
-    from ofa.tasks.caption import CaptionTask
-    from ofa.tasks.refcoco import RefcocoTask
-    from ofa.tasks.vqa import VqaGenTask, parse_answers
-
     root = Path(data_dir)
     prior = prior_split if prior_split and (root / f"caption_{prior_split}.tsv").is_file() else split
 

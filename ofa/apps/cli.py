@@ -1,0 +1,349 @@
+"""The ``ofa`` command: ``ofa tasks``, ``ofa predict``, ``ofa evaluate``, ``ofa quickstart``, and the text-to-image
+tools ``ofa generate-image``, ``ofa train-vqgan``, ``ofa encode-images`` and ``ofa quickstart-image``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main"]
+
+
+def _options(pairs: Sequence[str], flag: str = "--option") -> dict[str, Any]:
+    """``key=value`` pairs; values are read as JSON when they parse, else as strings."""
+    # import cost: a subcommand loads only what it runs
+    from ofa.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair or not pair.split("=", 1)[0]:
+            raise ConfigError(f"bad {flag} {pair!r}: expected key=value")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _task(args: argparse.Namespace) -> Any:
+    # import cost: a subcommand loads only what it runs
+    from ofa.tasks import get_task
+
+    options = _options(args.option)
+    if getattr(args, "candidates", None):
+        options["candidates"] = [line.strip() for line in Path(args.candidates).read_text().splitlines()
+                                 if line.strip()]
+    return get_task(args.task, **options)
+
+
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    # import cost: a subcommand loads only what it runs
+    from ofa.tasks import task_info
+
+    rows = [{"task": p.name, "distribution": p.distribution, "object": p.value} for p in task_info()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        width = max((len(r["task"]) for r in rows), default=4)
+        for r in rows:
+            print(f"{r['task']:<{width}}  {r['distribution']}  ({r['object']})")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    # import cost: a subcommand loads only what it runs
+    from ofa.pipeline import Pipeline
+
+    tokenizer = args.tokenizer or args.checkpoint
+    runner = Pipeline(_task(args), args.checkpoint, tokenizer, batch_size=args.batch_size)
+    images = list(args.images)
+    texts: list[str] | None = None
+    if args.text is not None:
+        texts = args.text if len(args.text) > 1 else args.text * max(len(images), 1)
+    examples = runner.examples(images or None, texts, **_options(args.field, "--field"))
+    predictions = runner.predict_examples(examples)
+    draw_dir = Path(args.draw) if args.draw else None
+    if draw_dir is not None:
+        draw_dir.mkdir(parents=True, exist_ok=True)
+    # import cost: a subcommand loads only what it runs
+    from ofa.apps.visualize import draw_prediction
+
+    for i, (example, prediction) in enumerate(zip(examples, predictions)):
+        source = images[i if len(images) > 1 else 0] if images else None  # one image may serve several texts
+        record = {"input": source, "text": example.text, **prediction.to_dict()}
+        record.pop("id", None)
+        if draw_dir is not None and example.image is not None and source is not None:
+            out = draw_dir / f"{i:04d}_{Path(source).stem}.png"
+            draw_prediction(example.image, prediction).save(out)
+            record["drawn"] = str(out)
+        print(json.dumps(record, default=str))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    # import cost: a subcommand loads only what it runs
+    from ofa.evaluation import evaluate, read_examples
+
+    task = _task(args)
+    bad_rows: list[tuple[int, str]] = []
+    examples = read_examples(args.data, task, fmt=args.format, image_root=args.image_root,
+                             max_bad_rows=args.max_bad_rows, limit=args.limit, bad_rows=bad_rows)
+    metrics, _ = evaluate(task, args.checkpoint, args.tokenizer or args.checkpoint, examples,
+                          batch_size=args.batch_size)
+    print(json.dumps({"task": task.name, "examples": len(examples), "bad_rows": len(bad_rows), **metrics},
+                     indent=2))
+    return 0
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    # import cost: a subcommand loads only what it runs
+    from ofa.apps.quickstart import QuickstartConfig, run_quickstart
+
+    config = QuickstartConfig(out=args.out, minutes=args.minutes, max_steps=args.steps, seed=args.seed,
+                              progress=not args.no_progress)
+    metrics = run_quickstart(config)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _cmd_quickstart_image(args: argparse.Namespace) -> int:
+    # import cost: a subcommand loads only what it runs
+    from ofa.apps.quickstart_image import ImageQuickstartConfig, run_image_quickstart
+
+    config = ImageQuickstartConfig(out=args.out, minutes=args.minutes, vqgan_steps=args.vqgan_steps,
+                                   t2i_steps=args.t2i_steps, seed=args.seed, progress=not args.no_progress)
+    metrics = run_image_quickstart(config)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _cmd_generate_image(args: argparse.Namespace) -> int:
+    # import cost: a subcommand loads only what it runs
+    from ofa.checkpoint import load_checkpoint
+
+    # import cost: a subcommand loads only what it runs
+    from ofa.errors import ConfigError
+
+    # import cost: a subcommand loads only what it runs
+    from ofa.pipeline import Pipeline
+
+    # import cost: a subcommand loads only what it runs
+    from ofa.tasks.image_gen import ImageGenTask
+
+    if not args.prompts:
+        raise ConfigError("give at least one prompt")
+    model = load_checkpoint(args.checkpoint).to(args.device or "cpu").eval()
+    code_image_size = model.config.code_image_size
+    if code_image_size % 8:
+        raise ConfigError(f"the model's code_image_size ({code_image_size}) is not a multiple of 8")
+    task = ImageGenTask(grid_size=code_image_size // 8, num_samples=args.num, top_k=args.top_k, top_p=args.top_p,
+                        seed=args.seed, vqgan=args.vqgan, scorer=args.scorer)
+    assert task.vqgan is not None
+    task.vqgan.to(args.device or "cpu")
+    runner = Pipeline(task, model, args.tokenizer or args.checkpoint, batch_size=args.batch_size,
+                      device=args.device)
+    predictions = runner.predict_examples(runner.examples(None, list(args.prompts)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for index, (prompt, prediction) in enumerate(zip(args.prompts, predictions)):
+        paths = []
+        for rank, image in enumerate(prediction.images):
+            path = out / f"prompt{index:03d}_rank{rank:02d}.png"
+            image.save(path)
+            paths.append(str(path))
+        print(json.dumps({"prompt": prompt, "images": paths, "model_scores": prediction.sample_scores,
+                          "scorer_scores": prediction.scorer_scores, "ranking": prediction.ranking}))
+    return 0
+
+
+def _cmd_train_vqgan(args: argparse.Namespace) -> int:
+    # import cost: a subcommand loads only what it runs
+    from ofa.errors import ConfigError
+
+    # import cost: a subcommand loads only what it runs
+    from ofa.vqgan import VQGAN_PRESETS, VQGANConfig, load_vqgan, train_vqgan
+
+    if args.resume:
+        if args.config or args.option:
+            raise ConfigError("--resume continues a saved VQGAN with its own architecture; drop --config/-o")
+        model: Any = load_vqgan(args.resume)
+    else:
+        if args.config:
+            config = VQGANConfig.from_dict(json.loads(Path(args.config).read_text(encoding="utf-8")))
+        else:
+            config = VQGAN_PRESETS[args.preset]
+        model = VQGANConfig.from_dict({**config.to_dict(), **_options(args.option)})  # unknown keys raise
+    result = train_vqgan(args.data, model, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+                         image_size=args.image_size, temperature=(args.temperature[0], args.temperature[1]),
+                         reconstruction=args.loss, out_dir=args.out, save_every=args.save_every,
+                         log_every=args.log_every, seed=args.seed, device=args.device,
+                         image_column=args.image_column, limit=args.limit, progress=not args.no_progress)
+    trained = [r for r in result.history if "eval" not in r]
+    summary = {"out": str(result.out_dir), "steps": args.steps, "config": result.model.config.to_dict(),
+               "grid_size": (args.image_size or result.model.config.resolution) // result.model.downsample_factor,
+               "final_loss": trained[-1]["loss"] if trained else None,
+               "eval": {k: v for k, v in result.history[-1].items() if k in ("l1", "l2", "codes_used")}}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_encode_images(args: argparse.Namespace) -> int:
+    # import cost: a subcommand loads only what it runs
+    from ofa.vqgan.codes import write_image_gen_tsv
+
+    summary = write_image_gen_tsv(args.data, args.out, args.vqgan, image_size=args.image_size,
+                                  captions=args.captions, fmt=args.format, id_column=args.id_column,
+                                  caption_column=args.caption_column, image_column=args.image_column,
+                                  image_root=args.image_root, batch_size=args.batch_size, limit=args.limit,
+                                  progress=not args.no_progress)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ofa", description="OFA: unified multimodal seq2seq models")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("tasks", help="list the installed tasks and their distributions")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_tasks)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--task", required=True, help="task name (see `ofa tasks`)")
+        p.add_argument("--checkpoint", required=True, help="checkpoint file or directory")
+        p.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint directory)")
+        p.add_argument("--batch-size", type=int, default=8)
+        p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="task option, e.g. -o beam_size=3 (values parsed as JSON when possible)")
+        p.add_argument("--candidates", help="file with one candidate answer per line (VQA and the like)")
+
+    p = sub.add_parser("predict", help="predict for image files; prints one JSON line per input")
+    common(p)
+    p.add_argument("images", nargs="*", help="image files")
+    # Repeated rather than nargs="+", which would swallow the image paths that follow it.
+    p.add_argument("--text", "--prompt", action="append", help="the text input (expression, question, ...); "
+                   "given once it applies to every image, repeated it gives one per image (in order)")
+    p.add_argument("-f", "--field", action="append", default=[], metavar="KEY=VALUE",
+                   help="an example field shared by all inputs, e.g. -f region=10,20,200,180 (region_caption) "
+                   "or -f premise='a dog runs' (snli_ve); values parsed as JSON when possible")
+    p.add_argument("--draw", help="directory to write each image with its prediction drawn on it")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score a task on a TSV/JSONL file; prints metrics as JSON")
+    common(p)
+    p.add_argument("--data", required=True, help="TSV (OFA layout) or JSONL file")
+    p.add_argument("--format", choices=["tsv", "jsonl"], help="default: from the file extension")
+    p.add_argument("--image-root", help="directory that JSONL image paths are relative to")
+    p.add_argument("--limit", type=int, help="evaluate only the first N examples")
+    p.add_argument("--max-bad-rows", type=int, default=100)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("quickstart", help="generate a synthetic world, train a small OFA on it on the CPU, "
+                       "evaluate, and write metrics, plots and a checkpoint")
+    p.add_argument("--out", default="quickstart", help="output directory (default: ./quickstart)")
+    p.add_argument("--minutes", type=float, default=10.0, help="time budget of the whole run (default 10)")
+    p.add_argument("--steps", type=int, help="train exactly this many steps instead of sizing to --minutes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser("quickstart-image", help="text-to-image on the CPU: generate a shape world, train a tiny "
+                       "VQGAN and a small OFA on it, sample images for held-out captions, and write metrics, a "
+                       "gallery and both models")
+    p.add_argument("--out", default="quickstart_image", help="output directory (default: ./quickstart_image)")
+    p.add_argument("--minutes", type=float, default=10.0, help="time budget of the whole run (default 10)")
+    p.add_argument("--vqgan-steps", type=int, help="train the VQGAN exactly this many steps (default: sized to "
+                   "--minutes)")
+    p.add_argument("--t2i-steps", type=int, help="train the text-to-image model exactly this many steps (default: "
+                   "sized to --minutes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_quickstart_image)
+
+    p = sub.add_parser("generate-image", help="text-to-image: sample code grids, decode them with a VQGAN, "
+                       "rerank, write PNGs (best first) and print one JSON line per prompt")
+    p.add_argument("prompts", nargs="+", metavar="PROMPT", help="the captions to draw")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (file or directory)")
+    p.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint directory)")
+    p.add_argument("--vqgan", required=True, help="VQGAN folder (save_pretrained) or taming checkpoint")
+    p.add_argument("--num", type=int, default=4, help="samples per prompt (default 4; OFA draws 24)")
+    p.add_argument("--out", required=True, help="directory for the PNGs (promptNNN_rankRR.png)")
+    p.add_argument("--seed", type=int, help="sampling seed (prompt i uses seed + i); default: random")
+    p.add_argument("--top-k", type=int, default=256, help="sample among the k most likely codes (default 256)")
+    p.add_argument("--top-p", type=float, default=-1.0, help="nucleus sampling mass (default: off)")
+    p.add_argument("--scorer", default="color", help="reranker: 'color' (colour words; default) or 'none' "
+                   "(model score order)")
+    p.add_argument("--batch-size", type=int, default=1, help="prompts per forward pass (default 1)")
+    p.add_argument("--device", help="where to run, e.g. cuda (default: cpu)")
+    p.set_defaults(func=_cmd_generate_image)
+
+    p = sub.add_parser("train-vqgan", help="train a VQGAN (reconstruction + KL) on the images of a TSV/JSONL "
+                       "file, so a new image domain can be tokenised; prints a JSON summary")
+    p.add_argument("--data", required=True, help="TSV with a base64 image column (e.g. caption_train.tsv) or JSONL")
+    p.add_argument("--out", required=True, help="output folder (config.json, weights.pt, train_log.jsonl)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--preset", choices=["test", "small-f8", "gumbel-f8"], default="small-f8",
+                   help="architecture (default small-f8: factor 8, 8192 codes)")
+    p.add_argument("--config", help="a JSON file of VQGANConfig fields (instead of --preset)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="VQGANConfig override, e.g. -o num_codes=64 -o resolution=32 (values parsed as JSON)")
+    p.add_argument("--resume", help="keep training a saved VQGAN folder (its architecture is kept)")
+    p.add_argument("--image-size", type=int, help="training image side (default: the config's resolution)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--loss", choices=["l1", "l2"], default="l1", help="reconstruction term (default l1)")
+    p.add_argument("--temperature", type=float, nargs=2, default=[0.9, 1.0 / 16], metavar=("START", "END"),
+                   help="Gumbel-softmax temperature, cosine-annealed (default 0.9 -> 0.0625)")
+    p.add_argument("--image-column", type=int, default=-1, help="TSV image column (default: the last)")
+    p.add_argument("--limit", type=int, help="read at most this many images")
+    p.add_argument("--save-every", type=int, default=0, help="also save every N steps (default: at the end)")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train_vqgan)
+
+    p = sub.add_parser("encode-images", help="turn an image-caption TSV/JSONL into the image_gen TSV layout "
+                       "(uniq_id, codes, caption) with a VQGAN; prints a JSON summary")
+    p.add_argument("--data", required=True, help="TSV with a base64 image column (OFA caption layout) or JSONL")
+    p.add_argument("--vqgan", required=True, help="VQGAN folder (save_pretrained) or taming checkpoint")
+    p.add_argument("--out", required=True, help="the image_gen TSV to write")
+    p.add_argument("--image-size", type=int, help="side images are resized to (default: the VQGAN's "
+                   "resolution); the grid side is image-size / the VQGAN's downsampling factor")
+    p.add_argument("--captions", choices=["first", "all"], default="first",
+                   help="one row per image (its first caption) or one per caption")
+    p.add_argument("--format", choices=["tsv", "jsonl"], help="default: from the file extension")
+    p.add_argument("--id-column", type=int, default=0)
+    p.add_argument("--caption-column", type=int, default=2)
+    p.add_argument("--image-column", type=int, default=-1, help="default: the last column")
+    p.add_argument("--image-root", help="folder JSONL image paths are relative to (default: the file's)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=int, help="encode only the first N images")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_encode_images)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    # import cost: a subcommand loads only what it runs
+    from ofa.errors import OFAError
+
+    try:
+        return int(args.func(args) or 0)
+    except OFAError as exc:
+        print(f"ofa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
