@@ -36,7 +36,7 @@ def _child(args: argparse.Namespace) -> None:
         output_dir=str(Path(args.data) / f"run_{args.engine}"), model=args.model, task="caption",
         task_options={"image_size": args.image_size}, train_data=str(Path(args.data) / "caption_train.tsv"),
         micro_batch_size=args.micro, grad_accum=args.accum, max_steps=args.warmup + args.steps, lr=1e-4,
-        engine=args.engine, zero_stage=2 if args.engine == "deepspeed" else 0, save_every=10**9,
+        engine={"name": "deepspeed", "zero_stage": 2} if args.engine == "deepspeed" else "torch", save_every=10**9,
         validate_every=10**9, log_every=10**9, precision="bf16" if args.dtype == "bf16" else "fp32")
     trainer = Trainer(config, tokenizer=tok, progress=False)
     for _ in range(args.warmup):

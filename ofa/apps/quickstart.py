@@ -172,7 +172,8 @@ def run_quickstart(config: QuickstartConfig) -> dict[str, float]:
             output_dir=str(out / "train"), tasks=tuple(tasks), micro_batch_size=config.micro_batch_size,
             grad_accum=config.grad_accum,
             max_steps=max_steps, lr=config.lr, warmup_ratio=config.warmup_ratio,
-            label_smoothing=config.label_smoothing, clip_norm=1.0, seed=config.seed, log_every=10,
+            criterion={"name": "ce", "label_smoothing": config.label_smoothing}, clip_norm=1.0, seed=config.seed,
+            log_every=10,
             save_every=max_steps, validate_every=max_steps, valid_max_examples=config.valid_max_examples,
             valid_batch_size=64, keep_last=1, best_metric=None)
         return Trainer(trainer_config, model=model, tokenizer=tok, progress=config.progress)

@@ -392,7 +392,8 @@ def _run(config: ImageQuickstartConfig) -> dict[str, float | None]:
         model = build_model("ofa-test", vocab_size=len(tok), code_image_size=8 * grid, **config.model)
         trainer_config = TrainerConfig(
             output_dir=str(out / "train"), tasks=(task_spec,), micro_batch_size=config.micro_batch_size,
-            max_steps=max_steps, lr=config.lr, warmup_ratio=config.warmup_ratio, label_smoothing=0.0,
+            max_steps=max_steps, lr=config.lr, warmup_ratio=config.warmup_ratio,
+            criterion={"name": "ce", "label_smoothing": 0.0},
             clip_norm=1.0, seed=config.seed, log_every=10, save_every=max_steps, validate_every=max_steps,
             valid_max_examples=config.num_valid, valid_batch_size=64, keep_last=1, best_metric=None)
         return Trainer(trainer_config, model=model, tokenizer=tok, progress=config.progress)

@@ -24,6 +24,7 @@ from ofa.metrics.image_text import ImageTextScorer, build_scorer
 from ofa.tasks.base import Example, Prediction, Sample
 from ofa.tasks.common import BaseTask, require_text
 from ofa.vqgan import load_vqgan
+from ofa.vqgan.codes import check_codebook
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -70,17 +71,6 @@ class ImageGenPrediction(Prediction):
         out.pop("images", None)
         out.pop("image", None)
         return out
-
-
-def check_codebook(vqgan: Any, tok: "OFATokenizer") -> None:
-    """Fail unless the VQGAN's codebook has exactly as many codes as the tokenizer has code tokens.
-
-    Raises:
-        ConfigError: naming both sizes.
-    """
-    if int(vqgan.num_codes) != tok.vocab.num_codes:
-        raise ConfigError(f"the VQGAN's codebook size ({vqgan.num_codes}) must equal the tokenizer's number of "
-                          f"code tokens ({tok.vocab.num_codes})")
 
 
 def _resolve_vqgan(vqgan: Any) -> "VQGAN | None":

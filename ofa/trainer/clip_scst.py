@@ -27,8 +27,8 @@ from ofa.data.collate import collate
 from ofa.errors import ConfigError, InputError
 from ofa.generation.generate import generate
 from ofa.records import Example
-from ofa.tasks.image_gen import check_codebook
 from ofa.trainer.loss import LossOutput, leave_one_out, scst_loss
+from ofa.vqgan.codes import check_codebook
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image

@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import numbers
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -19,6 +21,10 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 
 from ofa.errors import ConfigError
+from ofa.trainer.criteria import criterion_class
+from ofa.trainer.engine import engine_class
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["TrainerConfig", "TaskSpec", "BatchPlan"]
 
@@ -73,19 +79,23 @@ class TrainerConfig:
     :class:`TaskSpec`; the single-task shortcut ``task`` / ``task_options`` / ``train_data`` / ``valid_data``
     fills it).
 
-    Engine: ``engine`` (``"torch"`` or ``"deepspeed"``), ``zero_stage`` (0-3), ``precision`` (fp32 / bf16 /
-    fp16: fp16 needs a GPU), ``offload_optimizer`` / ``offload_params`` (DeepSpeed), ``deepspeed_config`` (a user
-    JSON whose sections override the derived ones).
+    Engine: ``engine``, a section ``{"name": "torch"}`` or ``{"name": "deepspeed", "zero_stage": 2,
+    "offload_optimizer": false, "offload_params": false, "config": "user_ds.json"}`` (a bare name is the
+    section with defaults; ``engine.zero_stage=3`` overrides one option); ``precision`` (fp32 / bf16 / fp16:
+    fp16 needs DeepSpeed on a GPU). Engines are registered in :mod:`ofa.trainer.engine`.
 
     Optimisation: ``micro_batch_size``, ``grad_accum``, ``max_epochs`` or ``max_steps``, ``lr`` / ``end_lr``,
     ``warmup_ratio`` or ``warmup_steps``, ``weight_decay``, ``adam_betas``, ``adam_eps``, ``clip_norm``,
-    ``label_smoothing``, ``drop_worst_ratio`` / ``drop_worst_after``, ``criterion`` (``"ce"``, ``"scst"`` or
-    ``"clip_scst"``), ``ema_decay`` (0 = off), ``freeze_resnet``, ``freeze_resnet_bn``, ``freeze_embedding``,
-    ``drop_path_rate``.
+    ``ema_decay`` (0 = off), ``freeze_resnet``, ``freeze_resnet_bn``, ``freeze_embedding``, ``drop_path_rate``.
 
-    CLIP-SCST (text-to-image stage 2, ``criterion="clip_scst"`` with the ``image_gen`` task): ``vqgan`` (a
-    folder or checkpoint :func:`ofa.vqgan.load_vqgan` reads), ``image_scorer`` (a name of
-    :data:`ofa.metrics.image_text.SCORERS`: ``"color"``), ``clip_scst_samples`` (samples per caption, K).
+    Criterion: ``criterion``, a section like the engine's: ``{"name": "ce", "label_smoothing": 0.1,
+    "drop_worst_ratio": 0.0, "drop_worst_after": 0}``, ``{"name": "scst", "beam_size": 5, "max_len": 16,
+    "no_repeat_ngram_size": 3}`` or ``{"name": "clip_scst", "vqgan": DIR, "image_scorer": "color",
+    "num_samples": 5}``; criteria are registered in :mod:`ofa.trainer.criteria`.
+
+    The flat keys of 0.1 (``zero_stage``, ``offload_*``, ``deepspeed_config``, ``label_smoothing``,
+    ``drop_worst_*``, ``scst_*``, ``vqgan``, ``image_scorer``, ``clip_scst_samples``) still work until 0.3, with a
+    FutureWarning naming the section key.
 
     Bookkeeping: ``output_dir``, ``validate_every`` / ``save_every`` (steps; 0 = at each epoch end),
     ``keep_last``, ``best_metric`` / ``best_mode``, ``seed``, ``num_workers``, ``log_every``, ``max_bad_rows``,
@@ -104,12 +114,8 @@ class TrainerConfig:
     data_format: str | None = None
     image_root: str | None = None
     tasks: tuple[TaskSpec, ...] = ()
-    engine: Literal["torch", "deepspeed"] = "torch"
-    zero_stage: int = 0
+    engine: Any = "torch"  # a name, a mapping {"name": ..., option: value} or a built section; see _section
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    offload_optimizer: bool = False
-    offload_params: bool = False
-    deepspeed_config: str | None = None
     micro_batch_size: int = 8
     grad_accum: int = 1
     max_epochs: int = 1
@@ -122,16 +128,7 @@ class TrainerConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     clip_norm: float = 1.0
-    label_smoothing: float = 0.1
-    drop_worst_ratio: float = 0.0
-    drop_worst_after: int = 0
-    criterion: Literal["ce", "scst", "clip_scst"] = "ce"
-    scst_beam_size: int = 5
-    vqgan: str | None = None
-    image_scorer: str = "color"
-    clip_scst_samples: int = 5
-    scst_max_len: int = 16
-    scst_no_repeat_ngram_size: int = 3
+    criterion: Any = "ce"  # like engine
     ema_decay: float = 0.0
     freeze_resnet: bool = False
     freeze_resnet_bn: bool = False
@@ -150,13 +147,28 @@ class TrainerConfig:
     valid_max_examples: int | None = None
     valid_batch_size: int | None = None
     device: str = "auto"
+    # Deprecated flat keys of 0.1, folded into the engine / criterion section with a FutureWarning (see _LEGACY).
+    zero_stage: int | None = None
+    offload_optimizer: bool | None = None
+    offload_params: bool | None = None
+    deepspeed_config: str | None = None
+    label_smoothing: float | None = None
+    drop_worst_ratio: float | None = None
+    drop_worst_after: int | None = None
+    scst_beam_size: int | None = None
+    scst_max_len: int | None = None
+    scst_no_repeat_ngram_size: int | None = None
+    vqgan: str | None = None
+    image_scorer: str | None = None
+    clip_scst_samples: int | None = None
 
     def __post_init__(self) -> None:
         # Types first, so that the range checks below compare numbers (a JSON "8" or a YAML "1e-4" fails here,
         # named, instead of as a TypeError deep inside a comparison).
         for f in dataclasses.fields(self):
-            if f.name != "tasks":
+            if f.name not in ("tasks", "engine", "criterion"):
                 object.__setattr__(self, f.name, _coerce(type(self), f.name, getattr(self, f.name)))
+        self._build_sections()
         if isinstance(self.tasks, (str, bytes, Mapping)) or not isinstance(self.tasks, Sequence):
             raise ConfigError(f"tasks ({self.tasks!r}) must be a list of task entries")
         tasks = tuple(TaskSpec.from_value(t) for t in self.tasks)
@@ -173,8 +185,6 @@ class TrainerConfig:
                               image_root=self.image_root),)
         object.__setattr__(self, "tasks", tasks)
         checks = [
-            (self.engine in ("torch", "deepspeed"), f"engine ({self.engine!r}) must be 'torch' or 'deepspeed'"),
-            (self.zero_stage in (0, 1, 2, 3), f"zero_stage ({self.zero_stage}) must be 0, 1, 2 or 3"),
             (self.precision in ("fp32", "bf16", "fp16"), f"precision ({self.precision!r}) must be fp32, bf16 or fp16"),
             (self.micro_batch_size >= 1, f"micro_batch_size ({self.micro_batch_size}) must be >= 1"),
             (self.grad_accum >= 1, f"grad_accum ({self.grad_accum}) must be >= 1"),
@@ -187,14 +197,6 @@ class TrainerConfig:
             (all(0 <= b < 1 for b in self.adam_betas), f"adam_betas ({self.adam_betas}) must be in [0, 1)"),
             (self.adam_eps > 0, f"adam_eps ({self.adam_eps}) must be > 0"),
             (0 <= self.warmup_ratio < 1, f"warmup_ratio ({self.warmup_ratio}) must be in [0, 1)"),
-            (0 <= self.label_smoothing < 1, f"label_smoothing ({self.label_smoothing}) must be in [0, 1)"),
-            (0 <= self.drop_worst_ratio < 1, f"drop_worst_ratio ({self.drop_worst_ratio}) must be in [0, 1)"),
-            (self.drop_worst_after >= 0, f"drop_worst_after ({self.drop_worst_after}) must be >= 0"),
-            (self.criterion in ("ce", "scst", "clip_scst"),
-             f"criterion ({self.criterion!r}) must be 'ce', 'scst' or 'clip_scst'"),
-            (self.scst_max_len >= 1, f"scst_max_len ({self.scst_max_len}) must be >= 1"),
-            (self.scst_no_repeat_ngram_size >= 0,
-             f"scst_no_repeat_ngram_size ({self.scst_no_repeat_ngram_size}) must be >= 0 (0 = off)"),
             (self.drop_path_rate is None or 0 <= self.drop_path_rate < 1,
              f"drop_path_rate ({self.drop_path_rate}) must be in [0, 1)"),
             (self.validate_every >= 0, f"validate_every ({self.validate_every}) must be >= 0 (0 = each epoch end)"),
@@ -211,24 +213,40 @@ class TrainerConfig:
             (self.best_mode in ("max", "min"), f"best_mode ({self.best_mode!r}) must be 'max' or 'min'"),
             (self.clip_norm >= 0, f"clip_norm ({self.clip_norm}) must be >= 0 (0 = off)"),
             (self.max_nan_steps >= 0, f"max_nan_steps ({self.max_nan_steps}) must be >= 0"),
-            (self.engine == "deepspeed" or not (self.offload_optimizer or self.offload_params),
-             "offload_optimizer / offload_params need engine='deepspeed'"),
-            (self.engine == "deepspeed" or self.precision != "fp16",
-             "precision='fp16' needs engine='deepspeed' (dynamic loss scaling); the torch engine trains in fp32 "
-             "or bf16"),
-            (self.engine == "deepspeed" or self.zero_stage == 0,
-             f"zero_stage={self.zero_stage} needs engine='deepspeed' (the torch engine has no ZeRO)"),
-            (self.criterion != "scst" or self.scst_beam_size >= 2, "SCST needs scst_beam_size >= 2"),
-            (self.ema_decay == 0 or self.zero_stage != 3,
-             "EMA is not supported with ZeRO-3 (parameters are partitioned); use zero_stage 0-2"),
-            (self.criterion != "clip_scst" or self.clip_scst_samples >= 2,
-             f"CLIP-SCST needs clip_scst_samples >= 2 (got {self.clip_scst_samples})"),
-            (self.criterion != "clip_scst" or self.vqgan is not None,
-             "criterion='clip_scst' needs 'vqgan' (a VQGAN folder or checkpoint that decodes the sampled codes)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        # Checks across sections and top-level keys (precision, EMA, ...) belong to the section that knows them.
+        self.engine.check(self)
+        self.criterion.check(self)
+
+    def _build_sections(self) -> None:
+        """Turn ``engine`` and ``criterion`` into their typed sections, folding in deprecated flat keys."""
+        sections = {"engine": _section_dict("engine", self.engine), "criterion": _section_dict("criterion",
+                                                                                               self.criterion)}
+        for key, (section, name) in _LEGACY.items():
+            value = getattr(self, key)
+            if value is None:
+                continue
+            object.__setattr__(self, key, None)
+            warnings.warn(f"trainer config key {key!r} is deprecated (removed in 0.3): write "
+                          f"\"{section}\": {{\"name\": ..., \"{name}\": ...}} or {section}.{name}=...",
+                          FutureWarning, stacklevel=4)
+            target = sections[section]
+            kind = _component(section, target["name"])
+            if name not in {f.name for f in dataclasses.fields(kind.Config)}:
+                if section == "engine":  # a ZeRO setting on an engine without ZeRO would silently do nothing
+                    raise ConfigError(f"{key}={value!r} needs engine='deepspeed' (the {target['name']!r} engine "
+                                      "has no such option)")
+                # 0.1 accepted (and ignored) the options of other criteria, e.g. label_smoothing with SCST.
+                logger.warning("trainer config key %r does not apply to criterion %r; ignored", key, target["name"])
+            elif name in target and target[name] != value:
+                raise ConfigError(f"{key}={value!r} contradicts {section}.{name}={target[name]!r}")
+            else:
+                target[name] = value
+        for section, options in sections.items():
+            object.__setattr__(self, section, _section(section, options))
 
     # -- batch arithmetic -------------------------------------------------------------------------------------
     def batch_plan(self, world_size: int) -> BatchPlan:
@@ -274,6 +292,15 @@ class TrainerConfig:
             if "=" not in item:
                 raise ConfigError(f"bad override {item!r}: expected key=value")
             key, raw = item.split("=", 1)
+            if key.split(".")[0] in _SECTIONS and "." in key:  # engine.zero_stage=2, criterion.beam_size=3
+                section, name = key.split(".", 1)
+                options = _section_dict(section, data.get(section, _SECTIONS[section]))
+                try:
+                    options[name] = json.loads(raw)
+                except json.JSONDecodeError:
+                    options[name] = raw
+                data[section] = options
+                continue
             if key not in cls.valid_keys():
                 raise ConfigError(f"unknown trainer config key {key!r}; valid keys: {cls.valid_keys()}")
             data[key] = _parse_value(cls, key, raw)
@@ -284,6 +311,8 @@ class TrainerConfig:
         out["tasks"] = [dataclasses.asdict(t) for t in self.tasks]
         for key in ("task", "task_options", "train_data", "valid_data", "data_format", "image_root"):
             out.pop(key)  # folded into "tasks"
+        for key in _LEGACY:
+            out.pop(key)  # folded into "engine" / "criterion"
         return out
 
     def replace(self, **changes: Any) -> "TrainerConfig":
@@ -291,6 +320,57 @@ class TrainerConfig:
         if unknown:
             raise ConfigError(f"unknown trainer config key(s) {unknown}; valid keys: {self.valid_keys()}")
         return dataclasses.replace(self, **changes)
+
+
+# -- engine and criterion sections ----------------------------------------------------------------------------
+_SECTIONS: dict[str, str] = {"engine": "torch", "criterion": "ce"}  # section -> default name
+
+# Deprecated flat key -> (section, option name in that section's config).
+_LEGACY: dict[str, tuple[str, str]] = {
+    "zero_stage": ("engine", "zero_stage"),
+    "offload_optimizer": ("engine", "offload_optimizer"),
+    "offload_params": ("engine", "offload_params"),
+    "deepspeed_config": ("engine", "config"),
+    "label_smoothing": ("criterion", "label_smoothing"),
+    "drop_worst_ratio": ("criterion", "drop_worst_ratio"),
+    "drop_worst_after": ("criterion", "drop_worst_after"),
+    "scst_beam_size": ("criterion", "beam_size"),
+    "scst_max_len": ("criterion", "max_len"),
+    "scst_no_repeat_ngram_size": ("criterion", "no_repeat_ngram_size"),
+    "vqgan": ("criterion", "vqgan"),
+    "image_scorer": ("criterion", "image_scorer"),
+    "clip_scst_samples": ("criterion", "num_samples"),
+}
+
+
+def _component(section: str, name: Any) -> Any:
+    """The engine or criterion class registered under ``name``."""
+    if section == "engine":
+        return engine_class(name)
+    return criterion_class(name)
+
+
+def _section_dict(section: str, value: Any) -> dict[str, Any]:
+    """A section as a plain dict with its ``name``: from a name, a mapping or a built section config."""
+    if isinstance(value, str):
+        return {"name": value}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        out = {"name": _SECTIONS[section], **dict(value)}
+        return out
+    raise ConfigError(f"{section} ({value!r}) must be a name or a mapping {{\"name\": ..., option: value}}")
+
+
+def _section(section: str, options: Mapping[str, Any]) -> Any:
+    """Build the typed config of a section: the class's ``Config`` dataclass, every option checked."""
+    kind = _component(section, options["name"])
+    valid = {f.name for f in dataclasses.fields(kind.Config)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ConfigError(f"unknown {section} option(s) {unknown} for {section} {options['name']!r}; valid: "
+                          f"{sorted(valid)}")
+    return kind.Config(**{k: _coerce(kind.Config, k, v) for k, v in options.items()})
 
 
 def _parse_value(cls: type, key: str, raw: str) -> Any:

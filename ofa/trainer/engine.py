@@ -1,23 +1,43 @@
-"""Engines: ``backward / step / save / load`` behind one interface.
+"""Engines: ``backward / step / save / load`` behind one interface, and the engine registry.
 
 :class:`TorchEngine` is plain PyTorch (optionally DDP, gloo on CPU); :class:`~ofa.trainer.zero.DeepSpeedEngine`
 wraps DeepSpeed ZeRO. Both take losses already normalised for the global batch (see
 :meth:`Engine.loss_scale`), so the same data gives the same update on either engine and any process count.
+
+An engine class has a nested frozen ``Config`` dataclass (its section of the trainer config: a ``name`` field
+and ``check(trainer_config)``) and a ``build(model, config, plan, total_steps, warmup_steps, dist)``
+classmethod. Built-in engines are named in :data:`ENGINES`; a new one is a new module plus one line there, or a
+:func:`register_engine` call. :func:`build_engine` is the trainer's only way to make one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from ofa.trainer.optim import PolynomialDecay
+from ofa.errors import ConfigError
+from ofa.trainer.distributed import DistInfo
+from ofa.trainer.optim import PolynomialDecay, build_optimizer
 
-__all__ = ["Engine", "TorchEngine"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ofa.data.collate import Batch
+    from ofa.trainer.config import BatchPlan, TrainerConfig
+
+__all__ = ["Engine", "TorchEngine", "ENGINES", "register_engine", "engine_class", "build_engine"]
+
+# name -> "module:Class", imported on first use.
+ENGINES: dict[str, str] = {
+    "torch": "ofa.trainer.engine:TorchEngine",
+    "deepspeed": "ofa.trainer.zero:DeepSpeedEngine",
+}
+_REGISTERED: dict[str, type] = {}
 
 
 class Engine(Protocol):
@@ -27,6 +47,7 @@ class Engine(Protocol):
     model: nn.Module  # the bare OFAModel
     backward_per_forward: bool  # each micro-batch's backward must follow its own forward (DeepSpeed ZeRO-3)
 
+    def cast_inputs(self, batch: Batch) -> Batch: ...
     def loss_scale(self, total_tokens: float) -> float: ...
     def no_sync(self, last_micro: bool) -> contextlib.AbstractContextManager[Any]: ...
     def backward(self, loss: torch.Tensor) -> None: ...
@@ -58,8 +79,27 @@ class TorchEngine:
 
     backward_per_forward = False
 
+    @dataclass(frozen=True)
+    class Config:
+        name: Literal["torch"] = "torch"
+
+        def check(self, trainer: TrainerConfig) -> None:
+            if trainer.precision == "fp16":
+                raise ConfigError("precision='fp16' needs engine='deepspeed' (dynamic loss scaling); the torch "
+                                  "engine trains in fp32 or bf16")
+
+    @classmethod
+    def build(cls, model: nn.Module, config: TrainerConfig, plan: BatchPlan, total_steps: int, warmup_steps: int,
+              dist_info: DistInfo) -> "TorchEngine":
+        optimizer = build_optimizer(model.parameters(), config.lr, config.weight_decay, config.adam_betas,
+                                    config.adam_eps)
+        scheduler = PolynomialDecay(optimizer, config.lr, total_steps, warmup_steps, config.end_lr)
+        return cls(model, optimizer, scheduler, config.clip_norm, dist_info.world_size, dist_info.rank,
+                   input_dtype=torch.bfloat16 if config.precision == "bf16" else None)
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: PolynomialDecay,
-                 clip_norm: float, world_size: int = 1, rank: int = 0) -> None:
+                 clip_norm: float, world_size: int = 1, rank: int = 0, input_dtype: torch.dtype | None = None) -> None:
+        self.input_dtype = input_dtype
         self.model = model
         self.module = model
         self.optimizer = optimizer
@@ -67,6 +107,12 @@ class TorchEngine:
         self.clip_norm = clip_norm
         self.world_size = world_size
         self.rank = rank
+
+    def cast_inputs(self, batch: Batch) -> Batch:
+        """Images in the model's dtype (a bf16 model meets bf16 pixels; DeepSpeed casts them itself)."""
+        if self.input_dtype is not None and batch.patch_images is not None:
+            batch.patch_images = batch.patch_images.to(self.input_dtype)
+        return batch
 
     def loss_scale(self, total_tokens: float) -> float:
         # Gradients are summed over ranks: the update is the sum over the global batch / its token count.
@@ -142,3 +188,37 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+
+
+def register_engine(name: str, cls: type, replace: bool = False) -> None:
+    """Register an engine class (with a nested ``Config`` and a ``build`` classmethod) under ``name``."""
+    if not hasattr(cls, "Config") or not hasattr(cls, "build"):
+        raise ConfigError(f"engine {cls.__qualname__} needs a nested Config dataclass and a build() classmethod")
+    if not replace and (name in ENGINES or name in _REGISTERED):
+        raise ConfigError(f"an engine named {name!r} exists; pass replace=True to override it")
+    _REGISTERED[name] = cls
+
+
+def engine_class(name: Any) -> Any:
+    """The engine class registered under ``name``.
+
+    Raises:
+        ConfigError: an unknown name, listing the known ones.
+    """
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if not isinstance(name, str) or name not in ENGINES:
+        known = ", ".join(repr(n) for n in dict.fromkeys([*ENGINES, *_REGISTERED]))
+        raise ConfigError(f"engine ({name!r}) must be one of {known}")
+    module, attr = ENGINES[name].split(":")
+    cls = getattr(importlib.import_module(module), attr)
+    _REGISTERED[name] = cls
+    return cls
+
+
+def build_engine(model: nn.Module, config: TrainerConfig, plan: BatchPlan, total_steps: int, warmup_steps: int,
+                 dist_info: DistInfo) -> Engine:
+    """The engine ``config.engine`` names, built around ``model`` with its optimizer and schedule."""
+    engine: Engine = engine_class(config.engine.name).build(model, config, plan, total_steps, warmup_steps,
+                                                            dist_info)
+    return engine

@@ -1,12 +1,12 @@
-"""The training loop: tasks from the registry, deterministic data streams, CE or SCST losses, an engine
-(plain torch or DeepSpeed), validation with the task's metric, JSONL logs, atomic checkpoints, exact resume."""
+"""The training loop: tasks from the registry, deterministic data streams, a criterion and an engine from their
+registries (:mod:`ofa.trainer.criteria`, :mod:`ofa.trainer.engine`), validation with the task's metric, JSONL
+logs, atomic checkpoints, exact resume. The loop names no criterion and no engine."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,32 +15,23 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from ofa import evaluation
 from ofa.builders import PRESETS, build_model
 from ofa.checkpoint import load_checkpoint, load_state_dict_into, read_checkpoint
 from ofa.config import OFAConfig
 from ofa.data.dataset import TaskDataset
-from ofa.data.jsonl import JSONLFile
-from ofa.data.text import strip_punctuation
-from ofa.data.tsv import TSVFile
+from ofa.data.sources import image_root_for, open_source
 from ofa.errors import CheckpointError, ConfigError, DataError, OFAError
-from ofa import evaluation
-from ofa.generation.config import GenerationConfig
-from ofa.generation.generate import generate
-from ofa.metrics.cider import CiderDScorer
-from ofa.metrics.image_text import build_scorer
 from ofa.pipeline import load_tokenizer
 from ofa.tasks import get_task
-from ofa.tasks.image_gen import check_codebook
 from ofa.trainer.checkpoint import CheckpointManager, restore_rng
-from ofa.trainer.clip_scst import clip_scst_loss, sample_clip_scst
 from ofa.trainer.config import TrainerConfig
+from ofa.trainer.criteria import CriterionContext, Prepared, build_criterion
 from ofa.trainer.data import TaskStream, pick_task
 from ofa.trainer.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
-from ofa.trainer.engine import TorchEngine
-from ofa.trainer.loss import LossOutput, label_smoothed_cross_entropy, leave_one_out, scst_loss
-from ofa.trainer.optim import EMA, PolynomialDecay, build_optimizer
-from ofa.trainer.zero import DeepSpeedEngine
-from ofa.vqgan import load_vqgan
+from ofa.trainer.engine import build_engine
+from ofa.trainer.loss import LossOutput
+from ofa.trainer.optim import EMA
 
 __all__ = ["Trainer", "TrainingError"]
 
@@ -49,16 +40,6 @@ logger = logging.getLogger(__name__)
 
 class TrainingError(OFAError, RuntimeError):
     """Training cannot continue (too many non-finite losses, no data, ...)."""
-
-
-@dataclass
-class _Work:
-    """One micro-batch ready for forward/backward: which task, the batch, and its token count."""
-
-    task_index: int
-    batch: Any
-    ntokens: int
-    extra: dict[str, Any]
 
 
 class Trainer:
@@ -92,10 +73,11 @@ class Trainer:
         self.total_steps = self._total_steps()
         warmup = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_ratio *
                                                                                  self.total_steps)
-        self.engine = self._build_engine(warmup)
+        self.engine = build_engine(self.model, config, self.plan, self.total_steps, warmup, self.dist)
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
-        self.scst_scorer = self._build_scst_scorer() if config.criterion == "scst" else None
-        self.clip_scst = self._build_clip_scst() if config.criterion == "clip_scst" else None
+        self.criterion = build_criterion(config.criterion, CriterionContext(
+            tokenizer=self.tokenizer, tasks=self.tasks, datasets=[s.dataset for s in self.streams], model=self.model,
+            device=self.dist.device, full_model=self.engine.full_model, train_mode=self._train_mode))
         self.step = 0
         self.nan_steps = 0
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", keep_last=config.keep_last,
@@ -166,21 +148,12 @@ class Trainer:
     def _build_task(self, spec: Any) -> Any:
         return get_task(spec.name, **spec.options)
 
-    def _source(self, path: str, fmt: str | None) -> Any:
-        p = Path(path)
-        if not p.is_file():
-            raise DataError(f"data file {path!r} does not exist")
-        fmt = fmt or ("jsonl" if p.suffix in (".jsonl", ".json") else "tsv")
-        return JSONLFile(p) if fmt == "jsonl" else TSVFile(p)
-
     def _build_stream(self, index: int) -> TaskStream:
         spec = self.config.tasks[index]
         if spec.train_data is None:
             raise ConfigError(f"task {spec.name!r} has no train_data")
-        source = self._source(spec.train_data, spec.data_format)
-        root = spec.image_root if spec.image_root is not None else (
-            str(Path(spec.train_data).parent) if spec.data_format == "jsonl" or
-            Path(spec.train_data).suffix in (".jsonl", ".json") else None)
+        source = open_source(spec.train_data, spec.data_format)
+        root = image_root_for(spec.train_data, spec.data_format, spec.image_root)
         dataset = TaskDataset(source, self.tasks[index], self.tokenizer, training=True,
                               max_bad_rows=self.config.max_bad_rows, image_root=root)
         if len(dataset) == 0:
@@ -201,140 +174,6 @@ class Trainer:
         draws = sum(s.draws_per_epoch for s in self.streams)
         per_epoch = max(draws // self.config.grad_accum, 1)
         return per_epoch * self.config.max_epochs
-
-    def _build_engine(self, warmup: int) -> Any:
-        cfg = self.config
-        if cfg.engine == "deepspeed":
-            return DeepSpeedEngine(self.model, cfg, self.plan, total_steps=self.total_steps, warmup_steps=warmup)
-        optimizer = build_optimizer(self.model.parameters(), cfg.lr, cfg.weight_decay, cfg.adam_betas, cfg.adam_eps)
-        scheduler = PolynomialDecay(optimizer, cfg.lr, self.total_steps, warmup, cfg.end_lr)
-        return TorchEngine(self.model, optimizer, scheduler, cfg.clip_norm, self.dist.world_size, self.dist.rank)
-
-    def _build_scst_scorer(self) -> Any:
-        refs: list[list[str]] = []
-        for stream in self.streams:
-            dataset = stream.dataset
-            for i in range(len(dataset)):
-                sample = dataset[i]
-                refs.append(list(sample.meta.get("references") or []))
-        if not any(refs):
-            raise ConfigError("SCST needs reference captions in the training samples (the caption task)")
-        return CiderDScorer.from_references([[_scst_text(r) for r in rs] for rs in refs if rs])
-
-    def _build_clip_scst(self) -> dict[str, Any]:
-        """The VQGAN and image-text scorer of CLIP-SCST (spec §6.3), checked against the tokenizer and tasks."""
-        cfg = self.config
-        scorer = build_scorer(cfg.image_scorer)
-        if scorer is None:
-            raise ConfigError(f"criterion='clip_scst' needs an image scorer, got image_scorer={cfg.image_scorer!r}")
-        for task in self.tasks:
-            if not all(hasattr(task, name) for name in ("grid_size", "check_model", "sample_caption")):
-                raise ConfigError(f"criterion='clip_scst' trains text-to-image tasks (image_gen); task "
-                                  f"{task.name!r} is not one")
-            task.check_model(self.model, self.tokenizer)
-        assert cfg.vqgan is not None  # TrainerConfig checks it
-        vqgan = load_vqgan(cfg.vqgan, map_location=self.dist.device)
-        check_codebook(vqgan, self.tokenizer)
-        return {"vqgan": vqgan, "scorer": scorer}
-
-    # -- losses -----------------------------------------------------------------------------------------------
-    def _constraint_range(self, task: Any) -> tuple[int, int] | None:
-        fn = getattr(task, "training_constraint_range", None)
-        return fn(self.tokenizer) if fn is not None else None
-
-    def _drop_worst_ratio(self) -> float:
-        """The drop-worst ratio of this step: active once ``update_num > drop_worst_after`` (spec §6.1), where
-        fairseq's update_num counts the updates already done, i.e. our ``self.step``."""
-        return self.config.drop_worst_ratio if self.step > self.config.drop_worst_after else 0.0
-
-    def _prepare(self, task_index: int, batch: Any) -> _Work:
-        cfg = self.config
-        batch = batch.to(self.dist.device)
-        if cfg.precision == "bf16" and batch.patch_images is not None:
-            batch.patch_images = batch.patch_images.to(torch.bfloat16) if cfg.engine == "torch" else batch.patch_images
-        if cfg.criterion == "clip_scst":
-            return self._prepare_clip_scst(task_index, batch)
-        if cfg.criterion == "scst":
-            return self._prepare_scst(task_index, batch)
-        if batch.target is None:
-            raise DataError(f"task {self.tasks[task_index].name!r} produced samples without training targets")
-        ntokens = int(batch.target.ne(self.tokenizer.pad_id).sum())
-        ratio = self._drop_worst_ratio()
-        if ratio > 0:
-            ntokens = int(ntokens * (1 - ratio))
-        return _Work(task_index, batch, ntokens, {})
-
-    def _prepare_scst(self, task_index: int, batch: Any) -> _Work:
-        """Beam-search ``scst_beam_size`` captions per image in eval mode; rewards = CIDEr-D minus the
-        leave-one-out mean (spec §6.2)."""
-        cfg = self.config
-        tok = self.tokenizer
-        k = cfg.scst_beam_size
-        self.model.eval()
-        gen_config = GenerationConfig(beam_size=k, max_len_b=cfg.scst_max_len,
-                                      no_repeat_ngram_size=cfg.scst_no_repeat_ngram_size)
-        # full_model(): ZeRO-3 gathers the partitioned weights (generation does not run the engine's forward).
-        with torch.no_grad(), self.engine.full_model() as full:
-            hypos = generate(full, batch.src_tokens, patch_images=batch.patch_images,
-                             patch_masks=batch.patch_masks, config=gen_config)
-        self._train_mode()
-        seqs: list[list[int]] = []
-        candidates: list[str] = []
-        references: list[list[str]] = []
-        for sample, hyps in zip(batch.samples, hypos):
-            hyps = list(hyps) + [hyps[-1]] * (k - len(hyps))  # keep k rows per image
-            for h in hyps[:k]:
-                tokens = h.tokens.tolist()
-                seqs.append(tokens)
-                candidates.append(_scst_text(tok.decode(tokens)))
-                references.append([_scst_text(r) for r in sample.meta.get("references", [])])
-        assert self.scst_scorer is not None
-        scores = torch.as_tensor(self.scst_scorer.score(candidates, references), dtype=torch.float32)
-        rewards = leave_one_out(scores.view(-1, k)).view(-1).to(self.dist.device)
-        width = max(len(s) for s in seqs)
-        target = torch.full((len(seqs), width), tok.pad_id, dtype=torch.long, device=self.dist.device)
-        prev = torch.full_like(target, tok.pad_id)
-        for i, s in enumerate(seqs):
-            target[i, :len(s)] = torch.tensor(s)
-            prev[i, 0] = tok.bos_id
-            prev[i, 1:len(s)] = torch.tensor(s[:-1])
-        ntokens = int(target.ne(tok.pad_id).sum())
-        return _Work(task_index, batch, ntokens, {"target": target, "prev": prev, "rewards": rewards,
-                                                  "mean_cider": float(scores.mean())})
-
-    def _prepare_clip_scst(self, task_index: int, batch: Any) -> _Work:
-        """Sample ``clip_scst_samples`` code grids per caption in eval mode, decode them with the VQGAN, score
-        them against the caption; rewards = score minus the leave-one-out mean (spec §6.3)."""
-        assert self.clip_scst is not None
-        task = self.tasks[task_index]
-        captions = [task.sample_caption(sample, self.tokenizer) for sample in batch.samples]
-        # full_model(): ZeRO-3 gathers the partitioned weights (generation does not run the engine's forward).
-        with self.engine.full_model() as full:
-            rollout = sample_clip_scst(full, captions, task, self.tokenizer, self.clip_scst["vqgan"],
-                                       self.clip_scst["scorer"], num_samples=self.config.clip_scst_samples)
-        self._train_mode()
-        return _Work(task_index, batch, rollout.ntokens, {"rollout": rollout,
-                                                          "mean_image_score": float(rollout.scores.mean())})
-
-    def _loss(self, work: _Work) -> LossOutput:
-        cfg = self.config
-        batch = work.batch
-        module = self.engine.module
-        if cfg.criterion == "clip_scst":
-            return clip_scst_loss(module, work.extra["rollout"])
-        if cfg.criterion == "scst":
-            # The encoder runs once per image: the model decodes the k captions of an image as k rows that
-            # share its encoder output (rows i*k .. i*k+k-1 belong to image i).
-            out = module(batch.src_tokens, work.extra["prev"], batch.patch_images, batch.patch_masks)
-            return scst_loss(out.logits, work.extra["target"], work.extra["rewards"], self.tokenizer.pad_id)
-        code_masks = batch.code_masks if bool(batch.code_masks.any()) else None
-        out = module(batch.src_tokens, batch.prev_output_tokens, batch.patch_images, batch.patch_masks, code_masks)
-        weights = batch.weights if bool((batch.weights != 1).any()) else None
-        ratio = self._drop_worst_ratio()
-        return label_smoothed_cross_entropy(
-            out.logits, batch.target, epsilon=cfg.label_smoothing, pad_id=self.tokenizer.pad_id, weights=weights,
-            constraints=batch.constraints, constraint_range=self._constraint_range(self.tasks[work.task_index]),
-            drop_worst_ratio=ratio)
 
     # -- one optimisation step ----------------------------------------------------------------------------------
     def _rng_devices(self) -> list[int]:
@@ -361,10 +200,11 @@ class Trainer:
         cfg = self.config
         self._train_mode()
         ratios = [t.ratio for t in cfg.tasks]
-        works = []
+        works: list[Prepared] = []
         for micro in range(cfg.grad_accum):
             index = pick_task(ratios, cfg.seed, self.step, micro)
-            works.append(self._prepare(index, self.streams[index].next()))
+            batch = self.engine.cast_inputs(self.streams[index].next().to(self.dist.device))
+            works.append(self.criterion.prepare(batch, index, self.step))
         local = torch.tensor([float(sum(w.ntokens for w in works)), float(sum(len(w.batch) for w in works))],
                              dtype=torch.float64, device=self.dist.device)
         total_tokens, total_samples = all_reduce_sum(local).tolist()
@@ -380,12 +220,12 @@ class Trainer:
             # track, and the gradients of the last layers come out wrong), so the check is a no-grad forward of
             # every micro-batch with the RNG forked: the training forwards below replay the same dropout masks.
             with torch.random.fork_rng(devices=self._rng_devices()), torch.no_grad():
-                finite = all(bool(torch.isfinite(self._loss(work).loss)) for work in works)
+                finite = all(bool(torch.isfinite(self.criterion.loss(self.engine.module, work).loss)) for work in works)
             self._restore(norm_stats)
         else:
             for i, work in enumerate(works):
                 with self.engine.no_sync(i == len(works) - 1):
-                    outs.append(self._loss(work))
+                    outs.append(self.criterion.loss(self.engine.module, work))
             finite = all(bool(torch.isfinite(o.loss)) for o in outs)
         bad = torch.tensor([0.0 if finite else 1.0], device=self.dist.device)
         if float(all_reduce_sum(bad)) > 0:
@@ -403,7 +243,7 @@ class Trainer:
         loss_sum = 0.0
         nll_sum = 0.0
         for i, work in enumerate(works):
-            out = self._loss(work) if self.engine.backward_per_forward else outs[i]
+            out = self.criterion.loss(self.engine.module, work) if self.engine.backward_per_forward else outs[i]
             with self.engine.no_sync(i == len(works) - 1):
                 self.engine.backward(out.loss * scale)
             loss_sum += float(out.loss.detach())
@@ -418,10 +258,8 @@ class Trainer:
                                              device=self.dist.device)).tolist()
         stats = {"loss": totals[0] / total_tokens, "nll_loss": totals[1] / total_tokens,
                  "ntokens": total_tokens, "nsamples": total_samples, "grad_norm": grad_norm, "lr": self.engine.lr()}
-        if works[0].extra.get("mean_cider") is not None:
-            stats["scst_cider"] = sum(w.extra["mean_cider"] for w in works) / len(works)
-        if works[0].extra.get("mean_image_score") is not None:
-            stats["clip_scst_score"] = sum(w.extra["mean_image_score"] for w in works) / len(works)
+        for key in works[0].stats:
+            stats[key] = sum(w.stats[key] for w in works) / len(works)
         return stats
 
     # -- validation -------------------------------------------------------------------------------------------
@@ -460,17 +298,14 @@ class Trainer:
     def save(self) -> Path:
         def write(directory: Path) -> None:
             self.engine.save(directory)
-            if self.dist.is_main:
-                with self.engine.full_model() as full:
+            with self.engine.full_model() as full:  # every rank: ZeRO-3 gathers the weights collectively
+                if self.dist.is_main:
                     full.save_pretrained(directory)
                     if self.ema is not None:
                         # The weights validation scored (and best/ was chosen by), ready for `ofa predict`.
                         self.ema.copy_to(full).save_pretrained(directory / "ema")
                         self.tokenizer.save_pretrained(directory / "ema")
-                self.tokenizer.save_pretrained(directory)
-            elif self.config.engine == "deepspeed" and self.config.zero_stage == 3:
-                with self.engine.full_model():
-                    pass
+                    self.tokenizer.save_pretrained(directory)
 
         return self.checkpoints.save(self.step, write, self.trainer_state())
 
@@ -562,11 +397,6 @@ class Trainer:
         if bar is not None:
             bar.close()
         return last_valid
-
-
-def _scst_text(text: str) -> str:
-    """OFA's SCST text normalisation: strip punctuation (and a trailing period), then append `` <eos>``."""
-    return " ".join(strip_punctuation(text).split()) + " <eos>"
 
 
 def _broadcast_object(value: Any) -> Any:

@@ -12,15 +12,20 @@ import json
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping, NamedTuple
 
 import torch
 from torch import nn
 
 from ofa.errors import CheckpointError, ConfigError
-from ofa.trainer.config import BatchPlan, TrainerConfig
+from ofa.trainer.distributed import DistInfo
 from ofa.trainer.optim import PolynomialDecay, build_optimizer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ofa.data.collate import Batch
+    from ofa.trainer.config import BatchPlan, TrainerConfig
 
 __all__ = ["deepspeed_config", "DeepSpeedEngine"]
 
@@ -49,18 +54,18 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 
 def deepspeed_config(config: TrainerConfig, plan: BatchPlan, user: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The DeepSpeed JSON for a run. The batch arithmetic comes from ``plan`` (computed once); ``user`` (e.g.
-    the file named by ``config.deepspeed_config``) may override or add sections (ZeRO tuning, offload,
+    the file named by the engine section's ``config``) may override or add sections (ZeRO tuning, offload,
     communication), and contradictions with the trainer config raise :class:`ConfigError`."""
-    if config.offload_params and config.zero_stage != 3:
-        raise ConfigError(f"offload_params needs zero_stage=3 (got {config.zero_stage})")
-    if config.offload_optimizer and config.zero_stage == 0:
+    if config.engine.offload_params and config.engine.zero_stage != 3:
+        raise ConfigError(f"offload_params needs zero_stage=3 (got {config.engine.zero_stage})")
+    if config.engine.offload_optimizer and config.engine.zero_stage == 0:
         raise ConfigError("offload_optimizer needs ZeRO (zero_stage 1-3)")
-    zero: dict[str, Any] = {"stage": config.zero_stage}
-    if config.zero_stage == 3:
+    zero: dict[str, Any] = {"stage": config.engine.zero_stage}
+    if config.engine.zero_stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
-    if config.offload_optimizer:
+    if config.engine.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
-    if config.offload_params:
+    if config.engine.offload_params:
         zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     derived: dict[str, Any] = {
         "train_batch_size": plan.global_batch,
@@ -87,9 +92,9 @@ def deepspeed_config(config: TrainerConfig, plan: BatchPlan, user: Mapping[str, 
         if section in user and not isinstance(user[section], Mapping):
             raise ConfigError(f"the DeepSpeed JSON's {section!r} must be a mapping, got {user[section]!r}")
     user_stage = user.get("zero_optimization", {}).get("stage")
-    if user_stage is not None and user_stage != config.zero_stage:
+    if user_stage is not None and user_stage != config.engine.zero_stage:
         raise ConfigError(f"the DeepSpeed JSON sets zero_optimization.stage={user_stage} but zero_stage="
-                          f"{config.zero_stage}")
+                          f"{config.engine.zero_stage}")
     # DeepSpeed still reads "bfloat16" as an old name of "bf16".
     for section, precision in (("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "fp16")):
         enabled = user.get(section, {}).get("enabled")
@@ -103,10 +108,10 @@ def deepspeed_config(config: TrainerConfig, plan: BatchPlan, user: Mapping[str, 
     if "bfloat16" in merged:  # one precision section, under the current name
         merged["bf16"] = _merge(merged["bf16"], merged.pop("bfloat16"))
     zero_section = merged["zero_optimization"]
-    if "offload_param" in zero_section and config.zero_stage != 3:
+    if "offload_param" in zero_section and config.engine.zero_stage != 3:
         raise ConfigError(f"the DeepSpeed JSON sets zero_optimization.offload_param, which needs zero_stage=3 "
-                          f"(got {config.zero_stage})")
-    if "offload_optimizer" in zero_section and config.zero_stage == 0:
+                          f"(got {config.engine.zero_stage})")
+    if "offload_optimizer" in zero_section and config.engine.zero_stage == 0:
         raise ConfigError("the DeepSpeed JSON sets zero_optimization.offload_optimizer, which needs ZeRO "
                           "(zero_stage 1-3)")
     return merged
@@ -217,6 +222,30 @@ class DeepSpeedEngine:
         total_steps / warmup_steps: the learning-rate schedule.
     """
 
+    @dataclass(frozen=True)
+    class Config:
+        """The ``engine`` section: ``zero_stage`` 0-3, optimizer / parameter offload to the CPU, and ``config``, a
+        user DeepSpeed JSON whose sections override the derived ones."""
+
+        name: Literal["deepspeed"] = "deepspeed"
+        zero_stage: int = 0
+        offload_optimizer: bool = False
+        offload_params: bool = False
+        config: str | None = None
+
+        def __post_init__(self) -> None:
+            if self.zero_stage not in (0, 1, 2, 3):
+                raise ConfigError(f"zero_stage ({self.zero_stage}) must be 0, 1, 2 or 3")
+
+        def check(self, trainer: TrainerConfig) -> None:
+            if trainer.ema_decay != 0 and self.zero_stage == 3:
+                raise ConfigError("EMA is not supported with ZeRO-3 (parameters are partitioned); use zero_stage 0-2")
+
+    @classmethod
+    def build(cls, model: nn.Module, config: TrainerConfig, plan: BatchPlan, total_steps: int, warmup_steps: int,
+              dist_info: DistInfo) -> "DeepSpeedEngine":
+        return cls(model, config, plan, total_steps=total_steps, warmup_steps=warmup_steps)
+
     def __init__(self, model: nn.Module, config: TrainerConfig, plan: BatchPlan, total_steps: int,
                  warmup_steps: int) -> None:
         if not torch.cuda.is_available():
@@ -230,7 +259,7 @@ class DeepSpeedEngine:
         if not torch.cuda.is_available():
             _skip_shm_comm_op(deepspeed)
         # The DeepSpeed JSON first: a bad file fails before any process group exists.
-        self.ds_config = deepspeed_config(config, plan, _read_user_config(config.deepspeed_config))
+        self.ds_config = deepspeed_config(config, plan, _read_user_config(config.engine.config))
         self.plan = plan
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if "RANK" not in os.environ:  # a plain single process: give DeepSpeed a one-member process group
@@ -242,7 +271,7 @@ class DeepSpeedEngine:
                                     config.adam_eps)
         self.scheduler = PolynomialDecay(optimizer, config.lr, total_steps, warmup_steps, config.end_lr)
         wrapped = model
-        if config.zero_stage == 3:
+        if config.engine.zero_stage == 3:
             # A weightless (meta) copy of the architecture, materialised by full_model().
             self._skeleton = _meta_skeleton(model)
             self._tied = _tied_parameters(model)
@@ -251,11 +280,14 @@ class DeepSpeedEngine:
                                                              config=self.ds_config)
         self.model = model
         self.module = self.ds
-        self.zero_stage = config.zero_stage
+        self.zero_stage = config.engine.zero_stage
         # ZeRO-3 gathers parameters per module around each forward and backward; a second forward before the
         # first backward leaves its bookkeeping wrong (silently wrong gradients), so the trainer interleaves.
-        self.backward_per_forward = config.zero_stage == 3
+        self.backward_per_forward = config.engine.zero_stage == 3
         self._pending = 0
+
+    def cast_inputs(self, batch: Batch) -> Batch:
+        return batch  # DeepSpeed casts the inputs of a bf16 / fp16 module itself
 
     def loss_scale(self, total_tokens: float) -> float:
         # DeepSpeed divides each micro-batch loss by the accumulation steps and averages over ranks.

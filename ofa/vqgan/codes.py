@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ofa.vqgan import VQGAN
 
-__all__ = ["encode_images_to_codes", "write_image_gen_tsv"]
+__all__ = ["encode_images_to_codes", "write_image_gen_tsv", "check_codebook"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,3 +175,14 @@ def write_image_gen_tsv(
     grid = side // vqgan.downsample_factor
     logger.info("wrote %d image_gen rows (%d images, %dx%d codes) to %s", rows, images, grid, grid, out_path)
     return {"rows": rows, "images": images, "grid_size": grid, "num_codes": vqgan.num_codes, "out": str(out_path)}
+
+
+def check_codebook(vqgan: Any, tok: Any) -> None:
+    """Fail unless the VQGAN's codebook has exactly as many codes as the tokenizer has code tokens.
+
+    Raises:
+        ConfigError: naming both sizes.
+    """
+    if int(vqgan.num_codes) != tok.vocab.num_codes:
+        raise ConfigError(f"the VQGAN's codebook size ({vqgan.num_codes}) must equal the tokenizer's number of "
+                          f"code tokens ({tok.vocab.num_codes})")

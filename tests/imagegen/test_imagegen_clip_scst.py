@@ -76,7 +76,7 @@ def test_clip_scst_bad_settings_raise(tok: Any, vqgan: Any, tiny_vqgan_config: V
         sample_clip_scst(model, ["x"], ImageGenTask(grid_size=3), tok, vqgan, MeanPixelScorer())
     with pytest.raises(ConfigError, match="needs 'vqgan'"):
         TrainerConfig(task="image_gen", criterion="clip_scst")
-    with pytest.raises(ConfigError, match="clip_scst_samples >= 2"):
+    with pytest.raises(ConfigError, match="num_samples >= 2"):
         TrainerConfig(task="image_gen", criterion="clip_scst", vqgan="v", clip_scst_samples=1)
 
 

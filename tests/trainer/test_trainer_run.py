@@ -204,7 +204,7 @@ def test_ema_is_checkpointed_and_used_for_validation(make_config, monkeypatch: p
 def poison(monkeypatch: pytest.MonkeyPatch, trainer: Trainer, bad_steps: set[int], value: float,
            micro: int | None = None) -> list[int]:
     """Make the loss of ``trainer`` non-finite at ``bad_steps`` (only micro-batch ``micro`` when given)."""
-    import ofa.trainer.trainer as module
+    import ofa.trainer.criteria.ce as module
 
     real = module.label_smoothed_cross_entropy
     calls: list[int] = []
@@ -312,7 +312,7 @@ def test_vocabulary_mismatch(make_config) -> None:
 
 # -- schedule of drop-worst, bf16 ------------------------------------------------------------------------------
 def test_drop_worst_starts_after_drop_worst_after(make_config, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ofa.trainer.trainer as module
+    import ofa.trainer.criteria.ce as module
 
     config = make_config(max_steps=3, grad_accum=1, valid_data=None, drop_worst_ratio=0.5, drop_worst_after=1)
     trainer = Trainer(config, progress=False)

@@ -27,7 +27,7 @@ def stage1(world: Path, tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFa
 
 
 def test_scst_stage2(make_config, stage1: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ofa.trainer.trainer as module
+    import ofa.trainer.criteria.scst as module
 
     seen: list[dict[str, torch.Tensor]] = []
     real = module.scst_loss
