@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from ofa.errors import DataError
+from ofa.tokenization.vocab import PAD_ID
 
 if TYPE_CHECKING:  # pragma: no cover
     from ofa.records import Sample
@@ -54,7 +55,7 @@ class Batch:
     decoder_prompts: list[list[int]] | None = None
     constraints: list[list[list[int]] | None] | None = None
     samples: list[Sample] = field(default_factory=list)
-    pad_id: int = 1
+    pad_id: int = PAD_ID
 
     def __len__(self) -> int:
         return int(self.src_tokens.shape[0])
@@ -139,7 +140,7 @@ def _collate_images(samples: Sequence[Sample]) -> tuple[torch.Tensor | None, tor
     return patch_images, patch_masks
 
 
-def collate(samples: Sequence[Sample | None], pad_id: int = 1) -> Batch:
+def collate(samples: Sequence[Sample | None], pad_id: int = PAD_ID) -> Batch:
     """Pad and stack samples into a :class:`Batch`.
 
     ``None`` entries (rows a reader chose to drop) are removed first. Samples without an image in a batch with

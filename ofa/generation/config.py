@@ -5,14 +5,29 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from ofa.errors import GenerationError
+from ofa.generation.processors import STAGES, LogitsProcessor, Staged
 
 __all__ = ["GenerationConfig"]
 
 Strategy = Literal["beam", "greedy", "sample"]
+
+
+def _staged(processor: Any) -> LogitsProcessor:
+    """A user's processor as a :class:`LogitsProcessor`: its ``stage`` is checked here, where it enters."""
+    if isinstance(processor, LogitsProcessor):
+        if processor.stage not in STAGES:
+            raise GenerationError(f"processor {processor!r} has stage {processor.stage!r}; "
+                                  f"accepted: {list(STAGES)}")
+        return processor
+    warnings.warn(f"processor {processor!r} has no stage attribute; it runs on the logits as before, but from "
+                  f"ofa 0.3 a processor must declare stage = 'logits' or 'logprobs' (or be wrapped in "
+                  f"ofa.generation.Staged)", FutureWarning, stacklevel=4)
+    return Staged(processor, "logits")
 
 
 @dataclass(frozen=True)
@@ -92,8 +107,8 @@ class GenerationConfig:
         processors = tuple(self.processors) if isinstance(self.processors, Sequence) else (self.processors,)
         for p in processors:
             if not callable(p):
-                raise GenerationError(f"processor {p!r} is not callable (input_ids, scores) -> scores")
-        object.__setattr__(self, "processors", processors)
+                raise GenerationError(f"processor {p!r} is not callable (input_ids, scores, context) -> scores")
+        object.__setattr__(self, "processors", tuple(_staged(p) for p in processors))
 
     def max_len(self, src_len: int, max_positions: int) -> int:
         """Tokens that may precede the forced final eos for a source of ``src_len`` (padded) tokens."""

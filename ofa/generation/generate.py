@@ -2,9 +2,10 @@
 
 The encoder runs once per batch. Cross-attention keys/values are computed once per source and shared by its
 beams (the decoder folds a source's beams into the query axis), so nothing is recomputed per beam or per step.
-The loop follows fairseq's ``SequenceGenerator`` as modified by OFA (spec §5.9): it starts from ``<s>``, applies
-constraints to the logits before the log-softmax and the pad / min-length / max-length / prefix / n-gram bans
-to the log-probs after it, finalises hypotheses in fairseq's order, and drops finished inputs from the batch.
+The loop follows fairseq's ``SequenceGenerator`` as modified by OFA (spec §5.9): it starts from ``<s>``, runs
+the ``"logits"`` processors before the log-softmax and the loop's rules (pad / min-length / max-length / prefix /
+n-gram, :mod:`ofa.generation.bans`) and the ``"logprobs"`` processors after it, finalises hypotheses in fairseq's
+order, and drops finished inputs from the batch. It reads the model only through :class:`IncrementalModel`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any, Callable
 import torch
 
 from ofa.errors import GenerationError, InputError
+from ofa.generation.bans import loop_processors
 from ofa.generation.config import GenerationConfig
-from ofa.generation.processors import NoRepeatNGram, StepContext
+from ofa.generation.contract import IncrementalCache, IncrementalModel, RecomputingModel
+from ofa.generation.processors import LogitsProcessor, StepContext, apply_stage
 from ofa.generation.search import beam_step, sample_step
 
 __all__ = ["Hypothesis", "generate", "greedy_decode"]
@@ -40,13 +43,6 @@ class Hypothesis:
     positional_scores: torch.Tensor
 
 
-def _prepare(model: Any, src_tokens: torch.Tensor, patch_images: torch.Tensor | None,
-             patch_masks: torch.Tensor | None, encoder_out: Any) -> Any:
-    if encoder_out is not None:
-        return encoder_out
-    return model.encode(src_tokens, patch_images=patch_images, patch_masks=patch_masks)
-
-
 def _check_prefix(prefix_tokens: torch.Tensor | None, batch: int, vocab_size: int) -> torch.Tensor | None:
     if prefix_tokens is None:
         return None
@@ -61,7 +57,8 @@ def _check_prefix(prefix_tokens: torch.Tensor | None, batch: int, vocab_size: in
 class _Decoder:
     """Runs the model one step at a time for the loop through the KV cache."""
 
-    def __init__(self, model: Any, encoder_out: Any, num_rows: int, code_masks: torch.Tensor | None) -> None:
+    def __init__(self, model: IncrementalModel[Any, IncrementalCache], encoder_out: Any, num_rows: int,
+                 code_masks: torch.Tensor | None) -> None:
         self.model = model
         self.cache = model.init_cache(encoder_out, num_rows=num_rows, code_masks=code_masks)
 
@@ -79,7 +76,8 @@ class _RecomputeDecoder:
     """Baseline without a cache: every step re-runs the decoder over the whole prefix of every beam, against
     an encoder output copied per beam. Same results as :class:`_Decoder`; used to measure what the cache buys."""
 
-    def __init__(self, model: Any, encoder_out: Any, num_rows: int, code_masks: torch.Tensor | None) -> None:
+    def __init__(self, model: RecomputingModel[Any, Any], encoder_out: Any, num_rows: int,
+                 code_masks: torch.Tensor | None) -> None:
         self.model = model
         group = num_rows // encoder_out.batch_size
         index = torch.arange(encoder_out.batch_size, device=encoder_out.hidden.device).repeat_interleave(group)
@@ -102,25 +100,156 @@ class _RecomputeDecoder:
         self.reorder(rows)
 
 
-def _apply_logits_processors(config: GenerationConfig, logits: torch.Tensor, tokens: torch.Tensor,
-                             context: StepContext) -> torch.Tensor:
-    for processor in config.processors:
-        if getattr(processor, "stage", "logits") == "logits":
-            logits = processor(tokens, logits, context)
-    return logits
+def _check_code_masks(model: IncrementalModel[Any, Any], code_masks: torch.Tensor | None, bsz: int, beam: int,
+                      device: torch.device) -> tuple[torch.Tensor | None, int]:
+    """Per-row code masks and the decoder positions available (image-code rows have their own table)."""
+    positions = model.config.max_positions
+    if code_masks is None:
+        return None, positions
+    if code_masks.shape != (bsz,):
+        raise InputError(f"code_masks must have shape [{bsz}], got {tuple(code_masks.shape)}")
+    rows = code_masks.bool().to(device).repeat_interleave(beam)
+    if bool(rows.all()):
+        positions = model.max_decoder_length(code_rows=True)  # 1024 codes + eos need 1026 positions
+    return rows, positions
 
 
-def _apply_logprob_processors(config: GenerationConfig, lprobs: torch.Tensor, tokens: torch.Tensor,
-                              context: StepContext) -> torch.Tensor:
-    for processor in config.processors:
-        if getattr(processor, "stage", "logits") == "logprobs":
-            lprobs = processor(tokens, lprobs, context)
-    return lprobs
+def _generators(config: GenerationConfig, bsz: int) -> list[torch.Generator | None]:
+    """One random stream per input when sampling with a seed (input ``i`` uses ``seed + i``)."""
+    if config.strategy != "sample":
+        return []
+    if config.seed is None:
+        return [None] * bsz
+    out: list[torch.Generator | None] = []
+    for i in range(bsz):
+        g = torch.Generator()
+        g.manual_seed(config.seed + i)
+        out.append(g)
+    return out
+
+
+@dataclass
+class _Batch:
+    """The inputs still being decoded: the batch shrinks as inputs finish (``bsz`` inputs, ``beam`` rows each).
+
+    ``tokens [bsz*beam, max_len+2]`` start with ``<s>``; ``scores [bsz*beam, max_len+1]`` are cumulative;
+    ``original`` maps a batch position to its input index.
+    """
+
+    tokens: torch.Tensor
+    scores: torch.Tensor
+    ignore: torch.Tensor
+    original: torch.Tensor
+    beam: int
+    row_prefix: torch.Tensor | None
+    row_prefix_lengths: torch.Tensor | None
+    generators: list[torch.Generator | None]
+
+    @classmethod
+    def start(cls, bsz: int, beam: int, max_len: int, bos: int, pad: int, prefix_tokens: torch.Tensor | None,
+              generators: list[torch.Generator | None], device: torch.device) -> "_Batch":
+        tokens = torch.full((bsz * beam, max_len + 2), pad, dtype=torch.long, device=device)
+        tokens[:, 0] = bos
+        row_prefix = None if prefix_tokens is None else prefix_tokens.to(device).repeat_interleave(beam, dim=0)
+        return cls(tokens=tokens, scores=torch.zeros(bsz * beam, max_len + 1, device=device),
+                   ignore=torch.zeros(bsz, beam, dtype=torch.bool, device=device),
+                   original=torch.arange(bsz, device=device), beam=beam, row_prefix=row_prefix,
+                   row_prefix_lengths=None if row_prefix is None else row_prefix.ne(pad).sum(dim=1),
+                   generators=generators)
+
+    @property
+    def bsz(self) -> int:
+        return self.original.numel()
+
+    def context(self, step: int, max_len: int) -> StepContext:
+        return StepContext(step=step, prefix_lengths=self.row_prefix_lengths, prefix_tokens=self.row_prefix,
+                           max_len=max_len)
+
+    def keep(self, batch_idxs: torch.Tensor) -> None:
+        """Keep only the inputs at batch positions ``batch_idxs``."""
+        bsz, beam = self.bsz, self.beam
+        rows = (batch_idxs.unsqueeze(1) * beam + torch.arange(beam, device=batch_idxs.device)).view(-1)
+        self.tokens = self.tokens.view(bsz, -1)[batch_idxs].view(-1, self.tokens.shape[1])
+        self.scores = self.scores.view(bsz, -1)[batch_idxs].view(-1, self.scores.shape[1])
+        self.ignore = self.ignore[batch_idxs]
+        self.original = self.original[batch_idxs]
+        if self.row_prefix is not None and self.row_prefix_lengths is not None:
+            self.row_prefix = self.row_prefix[rows]
+            self.row_prefix_lengths = self.row_prefix_lengths[rows]
+        if self.generators:
+            self.generators = [self.generators[i] for i in batch_idxs.tolist()]
+
+
+def _step_lprobs(logits: torch.Tensor, history: torch.Tensor, config: GenerationConfig,
+                 rules: list[LogitsProcessor], context: StepContext) -> torch.Tensor:
+    """Logits of one step -> the log-probs the search chooses from: temperature, logits processors, log-softmax,
+    then the loop's rules and the log-prob processors (:func:`~ofa.generation.bans.loop_processors`)."""
+    logits = logits.float()
+    if config.temperature != 1.0:
+        logits = logits / config.temperature
+    logits = apply_stage(rules, "logits", history, logits, context)
+    lprobs = torch.log_softmax(logits, dim=-1)
+    lprobs = lprobs.masked_fill(lprobs != lprobs, _NEG_INF)
+    return apply_stage(rules, "logprobs", history, lprobs, context)
+
+
+def _candidates(step: int, lprobs: torch.Tensor, batch: _Batch,
+                config: GenerationConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(scores, token ids, source beams)`` of the step's candidates, each ``[bsz, c]``."""
+    view = lprobs.view(batch.bsz, batch.beam, -1)
+    past = batch.scores.view(batch.bsz, batch.beam, -1)[:, :, :step]
+    if config.strategy == "sample":
+        return sample_step(step, view, past, generators=batch.generators, top_k=config.sampling_topk,
+                           top_p=config.sampling_topp)
+    return beam_step(step, view, past)
+
+
+def _dead_inputs(step: int, cand_scores: torch.Tensor, batch: _Batch, finalized: list[list[Hypothesis]],
+                 finished: list[bool], config: GenerationConfig, max_len: int) -> list[int]:
+    """Batch positions of inputs whose candidates are all -inf: done now, or an error if nothing finished.
+
+    Scores only go down, so such an input can never finalise another hypothesis: the reference carries its dead
+    beams to max_len and returns what it has (e.g. a trie with fewer answers than beams). With nothing
+    finalised, no output satisfies the constraints.
+    """
+    dead: list[int] = []
+    for pos in torch.isinf(cand_scores).all(dim=1).nonzero().view(-1).tolist():
+        which = int(batch.original[pos])
+        if not finalized[which]:
+            raise GenerationError(
+                f"the constraints leave no legal token for input {which} at step {step} "
+                f"(no hypothesis finished); check the processors ({list(config.processors)}), "
+                f"min_len ({config.min_len}) and max_len ({max_len})")
+        finished[which] = True
+        dead.append(pos)
+    return dead
+
+
+def _advance(step: int, batch: _Batch, cand_scores: torch.Tensor, cand_indices: torch.Tensor,
+             cand_bbsz_idx: torch.Tensor, eos_mask: torch.Tensor) -> torch.Tensor:
+    """Extend each input's beams with its best non-eos candidates (in rank order; eos and ignored candidates
+    sort after them); return the rows the next step continues from."""
+    beam, top, n_cand = batch.beam, min(batch.beam, cand_scores.shape[1]), cand_scores.shape[1]
+    cand_size = 2 * beam
+    eos_mask[:, :top] = ~(~batch.ignore[:, :top] & ~eos_mask[:, :top])
+    offsets = torch.arange(cand_size, device=cand_scores.device)[:n_cand]
+    active_mask = eos_mask.to(offsets.dtype) * cand_size + offsets
+    new_ignore, active_hypos = torch.topk(active_mask, k=beam, dim=1, largest=False)
+    batch.ignore = new_ignore.ge(cand_size)[:, :beam]
+    active_bbsz_idx = torch.gather(cand_bbsz_idx, 1, active_hypos).view(-1)
+    active_scores = torch.gather(cand_scores, 1, active_hypos).view(-1)
+    tokens, scores, bsz = batch.tokens, batch.scores, batch.bsz
+    tokens[:, :step + 1] = tokens[:, :step + 1].index_select(0, active_bbsz_idx)
+    tokens.view(bsz, beam, -1)[:, :, step + 1] = torch.gather(cand_indices, 1, active_hypos)
+    if step > 0:
+        scores[:, :step] = scores[:, :step].index_select(0, active_bbsz_idx)
+    scores.view(bsz, beam, -1)[:, :, step] = active_scores.view(bsz, beam)
+    return active_bbsz_idx
 
 
 @torch.no_grad()
 def generate(
-    model: Any,
+    model: IncrementalModel[Any, Any],
     src_tokens: torch.Tensor,
     *,
     patch_images: torch.Tensor | None = None,
@@ -136,7 +265,7 @@ def generate(
     """Decode a batch with beam search, greedy search or sampling (``config.strategy``).
 
     Args:
-        model: an :class:`~ofa.model.OFAModel` (put it in eval mode).
+        model: an :class:`IncrementalModel`, e.g. an :class:`~ofa.model.OFAModel` (put it in eval mode).
         src_tokens: ``[b, L]`` right-padded sources; ``L`` sets ``max_len = a * L + b``.
         patch_images, patch_masks: images as for :meth:`OFAModel.encode`.
         config: decoding settings (default :class:`GenerationConfig`).
@@ -144,9 +273,11 @@ def generate(
             e.g. the question for VQA with ``prompt_type=prev_output``. Returned tokens include it.
         code_masks: ``[b]`` bool, inputs whose outputs are image codes (the decoder's code path).
         encoder_out: reuse an encoder output instead of encoding ``src_tokens`` again.
+        pad_id: the padding id (default ``model.config.pad_id``).
         on_step: called with the step index after every step (progress reporting).
         use_cache: decode incrementally with the KV cache (default). False re-runs the decoder over the whole
-            prefix at every step, a slow baseline that gives the same tokens.
+            prefix at every step (the model must be a :class:`RecomputingModel`), a slow baseline that gives the
+            same tokens.
 
     Returns:
         per input, the finished hypotheses best first: ``beam_size`` of them (fewer when the constraints admit
@@ -158,49 +289,23 @@ def generate(
         InputError: malformed inputs.
     """
     config = config or GenerationConfig()
-    model_config = model.config
-    pad = model_config.pad_id if pad_id is None else pad_id
-    bos, eos, unk = model_config.bos_id, model_config.eos_id, 3
-    vocab_size = model_config.vocab_size
-    encoder_out = _prepare(model, src_tokens, patch_images, patch_masks, encoder_out)
+    ids = model.config
+    pad = ids.pad_id if pad_id is None else pad_id
+    eos, beam, device = ids.eos_id, config.beam_size, src_tokens.device
+    if encoder_out is None:
+        encoder_out = model.encode(src_tokens, patch_images=patch_images, patch_masks=patch_masks)
     bsz = encoder_out.batch_size
-    src_len = src_tokens.shape[1]
-    prefix_tokens = _check_prefix(prefix_tokens, bsz, vocab_size)
-    beam = config.beam_size
-    device = encoder_out.hidden.device
-    positions = model_config.max_positions
-    if code_masks is not None:
-        if code_masks.shape != (bsz,):
-            raise InputError(f"code_masks must have shape [{bsz}], got {tuple(code_masks.shape)}")
-        code_masks = code_masks.bool().to(device).repeat_interleave(beam)
-        if bool(code_masks.all()) and hasattr(model, "max_decoder_length"):
-            positions = model.max_decoder_length(code_rows=True)  # 1024 codes + eos need 1026 positions
-    max_len = config.max_len(src_len, positions)
+    prefix_tokens = _check_prefix(prefix_tokens, bsz, ids.vocab_size)
+    code_masks, positions = _check_code_masks(model, code_masks, bsz, beam, device)
+    max_len = config.max_len(src_tokens.shape[1], positions)
+    if not use_cache and not isinstance(model, RecomputingModel):
+        raise InputError(f"use_cache=False needs a model with decode() (a RecomputingModel); "
+                         f"{type(model).__name__} has none")
     decoder = (_Decoder if use_cache else _RecomputeDecoder)(model, encoder_out, bsz * beam, code_masks)
-
-    sampling = config.strategy == "sample"
-    generators: list[torch.Generator | None] = []
-    if sampling:
-        for i in range(bsz):
-            if config.seed is None:
-                generators.append(None)
-            else:
-                g = torch.Generator()
-                g.manual_seed(config.seed + i)
-                generators.append(g)
-    ngram = NoRepeatNGram(config.no_repeat_ngram_size) if config.no_repeat_ngram_size > 0 else None
-
-    scores = torch.zeros(bsz * beam, max_len + 1, device=device)
-    tokens = torch.full((bsz * beam, max_len + 2), pad, dtype=torch.long, device=device)
-    tokens[:, 0] = bos
-    cands_to_ignore = torch.zeros(bsz, beam, dtype=torch.bool, device=device)
+    rules = loop_processors(config, pad_id=pad, eos_id=eos)
+    batch = _Batch.start(bsz, beam, max_len, ids.bos_id, pad, prefix_tokens, _generators(config, bsz), device)
     finalized: list[list[Hypothesis]] = [[] for _ in range(bsz)]
     finished = [False] * bsz
-    cand_size = 2 * beam
-    bbsz_offsets = (torch.arange(bsz, device=device) * beam).unsqueeze(1)
-    cand_offsets = torch.arange(cand_size, device=device)
-    original_idx = torch.arange(bsz, device=device)  # batch position -> input index
-    prefix_lengths_src = None if prefix_tokens is None else prefix_tokens.ne(pad).sum(dim=1)
 
     reorder_rows: torch.Tensor | None = None
     batch_idxs: torch.Tensor | None = None
@@ -211,120 +316,43 @@ def generate(
                 corr = batch_idxs - torch.arange(batch_idxs.numel(), device=device)
                 reorder_rows = (reorder_rows.view(-1, beam) + corr.unsqueeze(-1) * beam).view(-1)
                 decoder.select_sources(batch_idxs, reorder_rows)
-                original_idx = original_idx[batch_idxs]
-                if sampling:
-                    generators = [generators[i] for i in batch_idxs.tolist()]
             else:
                 decoder.reorder(reorder_rows)
 
-        logits = decoder.step(tokens[:, step:step + 1]).float()
-        prefix_lengths = None
-        if prefix_lengths_src is not None:
-            prefix_lengths = prefix_lengths_src.repeat_interleave(beam)
-        context = StepContext(step=step, prefix_lengths=prefix_lengths)
-        history = tokens[:, :step + 1]
-        if config.temperature != 1.0:
-            logits = logits / config.temperature
-        logits = _apply_logits_processors(config, logits, history, context)
-        lprobs = torch.log_softmax(logits, dim=-1)
+        history = batch.tokens[:, :step + 1]
+        lprobs = _step_lprobs(decoder.step(batch.tokens[:, step:step + 1]), history, config, rules,
+                              batch.context(step, max_len))
+        cand_scores, cand_indices, cand_beams = _candidates(step, lprobs, batch, config)
+        dead = _dead_inputs(step, cand_scores, batch, finalized, finished, config, max_len)
 
-        lprobs = lprobs.masked_fill(lprobs != lprobs, _NEG_INF)
-        lprobs[:, pad] = _NEG_INF
-        if config.unk_penalty:
-            lprobs[:, unk] -= config.unk_penalty
-        if config.ban_special_until_max_len and step < max_len:
-            lprobs[:, :4] = _NEG_INF
-        if step >= max_len:
-            lprobs[:, :eos] = _NEG_INF
-            lprobs[:, eos + 1:] = _NEG_INF
-        if prefix_tokens is not None and step < prefix_tokens.shape[1] and step < max_len:
-            forced = prefix_tokens[:, step].repeat_interleave(beam)
-            forced_lp = lprobs.gather(-1, forced.unsqueeze(-1))
-            forcing = forced.ne(pad)
-            masked = torch.full_like(lprobs[forcing], _NEG_INF)
-            lprobs[forcing] = masked.scatter(-1, forced[forcing].unsqueeze(-1), forced_lp[forcing])
-        elif step < config.min_len:
-            lprobs[:, eos] = _NEG_INF
-        if ngram is not None:
-            lprobs = ngram(history, lprobs, context)
-        lprobs = _apply_logprob_processors(config, lprobs, history, context)
-
-        view = lprobs.view(bsz, beam, -1)
-        past = scores.view(bsz, beam, -1)[:, :, :step]
-        if sampling:
-            cand_scores, cand_indices, cand_beams = sample_step(
-                step, view, past, generators=generators, top_k=config.sampling_topk, top_p=config.sampling_topp)
-        else:
-            cand_scores, cand_indices, cand_beams = beam_step(step, view, past)
-        # An input whose candidates are all -inf can never finalise another hypothesis (scores only go down):
-        # the reference carries its dead beams to max_len and returns what it has, so it is done now (e.g. a
-        # trie with fewer answers than beams). With nothing finalised, no output satisfies the constraints.
-        dead = torch.isinf(cand_scores).all(dim=1)  # only unfinished inputs remain in the batch
-        dead_sents: list[int] = []
-        for pos in dead.nonzero().view(-1).tolist():
-            which = int(original_idx[pos])
-            if not finalized[which]:
-                raise GenerationError(
-                    f"the constraints leave no legal token for input {which} at step {step} "
-                    f"(no hypothesis finished); check the processors ({list(config.processors)}), "
-                    f"min_len ({config.min_len}) and max_len ({max_len})")
-            finished[which] = True
-            dead_sents.append(pos)
-        n_cand = cand_scores.shape[1]
+        bbsz_offsets = (torch.arange(batch.bsz, device=device) * beam).unsqueeze(1)
         cand_bbsz_idx = cand_beams + bbsz_offsets
         eos_mask = cand_indices.eq(eos) & cand_scores.ne(_NEG_INF)
-        top = min(beam, n_cand)
-        eos_mask[:, :top][cands_to_ignore[:, :top]] = False
+        top = min(beam, cand_scores.shape[1])
+        eos_mask[:, :top][batch.ignore[:, :top]] = False
         eos_bbsz_idx = cand_bbsz_idx[:, :top].masked_select(eos_mask[:, :top])
-
-        finalized_sents: list[int] = []
+        done: list[int] = []
         if eos_bbsz_idx.numel() > 0:
             eos_scores = cand_scores[:, :top].masked_select(eos_mask[:, :top])
-            finalized_sents = _finalize(step, eos_bbsz_idx, eos_scores, tokens, scores, finalized, finished, beam,
-                                        max_len, original_idx, config, eos)
-        if dead_sents:
-            finalized_sents = sorted(set(finalized_sents) | set(dead_sents))
-        num_remaining = bsz - len(finalized_sents)
+            done = _finalize(step, eos_bbsz_idx, eos_scores, batch.tokens, batch.scores, finalized, finished, beam,
+                             max_len, batch.original, config, eos)
+        if dead:
+            done = sorted(set(done) | set(dead))
         if on_step is not None:
             on_step(step)
-        if num_remaining == 0 or step >= max_len:
+        if len(done) == batch.bsz or step >= max_len:
             break
 
-        if finalized_sents:
-            new_bsz = bsz - len(finalized_sents)
-            keep = torch.ones(bsz, dtype=torch.bool, device=device)
-            keep[torch.tensor(finalized_sents, device=device)] = False
-            batch_idxs = torch.arange(bsz, device=device).masked_select(keep)
-            eos_mask = eos_mask[batch_idxs]
-            cand_beams = cand_beams[batch_idxs]
-            bbsz_offsets = bbsz_offsets[:new_bsz]
-            cand_bbsz_idx = cand_beams + bbsz_offsets
-            cand_scores = cand_scores[batch_idxs]
-            cand_indices = cand_indices[batch_idxs]
-            if prefix_tokens is not None:
-                prefix_tokens = prefix_tokens[batch_idxs]
-                prefix_lengths_src = prefix_lengths_src[batch_idxs]  # type: ignore[index]
-            cands_to_ignore = cands_to_ignore[batch_idxs]
-            scores = scores.view(bsz, -1)[batch_idxs].view(new_bsz * beam, -1)
-            tokens = tokens.view(bsz, -1)[batch_idxs].view(new_bsz * beam, -1)
-            bsz = new_bsz
-        else:
-            batch_idxs = None
-
-        # Prefer non-eos candidates in rank order; eos and ignored candidates sort after them.
-        eos_mask[:, :top] = ~(~cands_to_ignore[:, :top] & ~eos_mask[:, :top])
-        active_mask = eos_mask.to(cand_offsets.dtype) * cand_size + cand_offsets[:n_cand]
-        new_ignore, active_hypos = torch.topk(active_mask, k=beam, dim=1, largest=False)
-        cands_to_ignore = new_ignore.ge(cand_size)[:, :beam]
-        active_bbsz_idx = torch.gather(cand_bbsz_idx, 1, active_hypos).view(-1)
-        active_scores = torch.gather(cand_scores, 1, active_hypos).view(-1)
-
-        tokens[:, :step + 1] = tokens[:, :step + 1].index_select(0, active_bbsz_idx)
-        tokens.view(bsz, beam, -1)[:, :, step + 1] = torch.gather(cand_indices, 1, active_hypos)
-        if step > 0:
-            scores[:, :step] = scores[:, :step].index_select(0, active_bbsz_idx)
-        scores.view(bsz, beam, -1)[:, :, step] = active_scores.view(bsz, beam)
-        reorder_rows = active_bbsz_idx
+        batch_idxs = None
+        if done:
+            keep = torch.ones(batch.bsz, dtype=torch.bool, device=device)
+            keep[torch.tensor(done, device=device)] = False
+            batch_idxs = torch.arange(batch.bsz, device=device).masked_select(keep)
+            batch.keep(batch_idxs)
+            eos_mask, cand_beams = eos_mask[batch_idxs], cand_beams[batch_idxs]
+            cand_scores, cand_indices = cand_scores[batch_idxs], cand_indices[batch_idxs]
+            cand_bbsz_idx = cand_beams + bbsz_offsets[:batch.bsz]
+        reorder_rows = _advance(step, batch, cand_scores, cand_indices, cand_bbsz_idx, eos_mask)
 
     for hyps in finalized:
         order = sorted(range(len(hyps)), key=lambda i: -hyps[i].score)
@@ -359,54 +387,38 @@ def _finalize(step: int, bbsz_idx: torch.Tensor, eos_scores: torch.Tensor, token
 
 @torch.no_grad()
 def greedy_decode(
-    model: Any,
+    model: IncrementalModel[Any, Any],
     src_tokens: torch.Tensor,
     *,
     patch_images: torch.Tensor | None = None,
     patch_masks: torch.Tensor | None = None,
     config: GenerationConfig | None = None,
 ) -> list[Hypothesis]:
-    """Plain argmax decoding (same bans as :func:`generate`), one hypothesis per input.
+    """Plain argmax decoding (the same rules as :func:`generate`), one hypothesis per input.
 
     Equivalent to ``generate(..., config.replace(beam_size=1))``; kept as a simple reference loop.
     """
     config = (config or GenerationConfig()).replace(strategy="greedy", beam_size=1)
-    cfg = model.config
+    ids = model.config
     encoder_out = model.encode(src_tokens, patch_images=patch_images, patch_masks=patch_masks)
-    bsz = encoder_out.batch_size
-    max_len = config.max_len(src_tokens.shape[1], cfg.max_positions)
+    bsz, device = encoder_out.batch_size, src_tokens.device
+    max_len = config.max_len(src_tokens.shape[1], ids.max_positions)
+    rules = loop_processors(config, pad_id=ids.pad_id, eos_id=ids.eos_id)
     cache = model.init_cache(encoder_out)
-    tokens = torch.full((bsz, 1), cfg.bos_id, dtype=torch.long, device=encoder_out.hidden.device)
-    total = torch.zeros(bsz, device=tokens.device)
+    tokens = torch.full((bsz, 1), ids.bos_id, dtype=torch.long, device=device)
     pos_scores: list[torch.Tensor] = []
-    done = torch.zeros(bsz, dtype=torch.bool, device=tokens.device)
-    lengths = torch.full((bsz,), max_len + 1, dtype=torch.long, device=tokens.device)
+    done = torch.zeros(bsz, dtype=torch.bool, device=device)
+    lengths = torch.full((bsz,), max_len + 1, dtype=torch.long, device=device)
     for step in range(max_len + 1):
-        logits = model.decode_step(tokens[:, -1:], cache)[:, -1].float() / config.temperature
-        logits = _apply_logits_processors(config, logits, tokens, StepContext(step=step))
-        lprobs = torch.log_softmax(logits, dim=-1)
-        lprobs = lprobs.masked_fill(lprobs != lprobs, _NEG_INF)
-        lprobs[:, cfg.pad_id] = _NEG_INF
-        if config.unk_penalty:
-            lprobs[:, 3] -= config.unk_penalty
-        if config.ban_special_until_max_len and step < max_len:
-            lprobs[:, :4] = _NEG_INF
-        if step >= max_len:
-            lprobs[:, :cfg.eos_id] = _NEG_INF
-            lprobs[:, cfg.eos_id + 1:] = _NEG_INF
-        elif step < config.min_len:
-            lprobs[:, cfg.eos_id] = _NEG_INF
-        if config.no_repeat_ngram_size:
-            lprobs = NoRepeatNGram(config.no_repeat_ngram_size)(tokens, lprobs)
-        lprobs = _apply_logprob_processors(config, lprobs, tokens, StepContext(step=step))
+        logits = model.decode_step(tokens[:, -1:], cache)[:, -1]
+        lprobs = _step_lprobs(logits, tokens, config, rules, StepContext(step=step, max_len=max_len))
         best_lp, best = lprobs.max(dim=-1)
         if bool(torch.isinf(best_lp[~done]).any()):
             raise GenerationError(f"the constraints leave no legal token at step {step}")
-        best = best.masked_fill(done, cfg.pad_id)
+        best = best.masked_fill(done, ids.pad_id)
         tokens = torch.cat([tokens, best[:, None]], dim=1)
         pos_scores.append(best_lp.masked_fill(done, 0.0))
-        total = total + pos_scores[-1]
-        newly = best.eq(cfg.eos_id) & ~done
+        newly = best.eq(ids.eos_id) & ~done
         lengths[newly] = step + 1
         done |= newly
         if bool(done.all()):
@@ -419,4 +431,3 @@ def greedy_decode(
         score = s / n ** config.len_penalty if config.normalize_scores else s
         out.append(Hypothesis(tokens=tokens[i, 1:n + 1].clone(), score=score, positional_scores=stacked[i, :n].clone()))
     return out
-

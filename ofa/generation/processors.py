@@ -4,23 +4,28 @@ A processor is a callable ``(input_ids [n, t], scores [n, V], context) -> scores
 ``input_ids`` holds every token of each row so far, starting with ``<s>``. ``context`` (a :class:`StepContext`)
 tells the step and, for forced decoder prefixes, how many tokens of each row are prefix.
 
-Processors with ``stage = "logits"`` (the default) run on the logits *before* the log-softmax, so the
-distribution is renormalised over what they allow: that is where OFA applies ``constraint_range`` and its answer
-trie. Processors with ``stage = "logprobs"`` run after it without renormalising, like OFA's length and n-gram
-bans.
+Every processor declares its ``stage``. ``"logits"`` processors run on the logits *before* the log-softmax, so
+the distribution is renormalised over what they allow: that is where OFA applies ``constraint_range`` and its
+answer trie. ``"logprobs"`` processors run after it without renormalising, like OFA's length, prefix and n-gram
+bans (the loop's own rules are such processors: :mod:`ofa.generation.bans`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Literal, Protocol, Sequence, runtime_checkable
 
 import torch
 
 from ofa.errors import GenerationError
 from ofa.generation.trie import Trie
+from ofa.tokenization.vocab import BOS_ID, EOS_ID, SPECIAL_IDS
 
-__all__ = ["StepContext", "LogitsProcessor", "AllowedTokens", "TrieConstraint", "NoRepeatNGram", "ExactLength"]
+__all__ = ["Stage", "STAGES", "StepContext", "LogitsProcessor", "apply_stage", "Staged", "AllowedTokens", "TrieConstraint",
+           "NoRepeatNGram", "ExactLength"]
+
+Stage = Literal["logits", "logprobs"]
+STAGES: tuple[Stage, ...] = ("logits", "logprobs")
 
 _NEG_INF = float("-inf")
 
@@ -32,17 +37,63 @@ class StepContext:
     Attributes:
         step: index of the token being chosen (0 = the first token after ``<s>``).
         prefix_lengths: ``[n]`` number of forced decoder-prefix tokens of each row (zeros without a prefix).
+        prefix_tokens: ``[n, P]`` the forced decoder prefix of each row (pad forces nothing), or None.
+        max_len: the last step at which a token other than eos may be chosen (None: unknown).
     """
 
     step: int
     prefix_lengths: torch.Tensor | None = None
+    prefix_tokens: torch.Tensor | None = None
+    max_len: int | None = None
+
+    def forcing_prefix(self) -> bool:
+        """Whether this step still lies inside the forced prefix (and before ``max_len``)."""
+        return (self.prefix_tokens is not None and self.step < self.prefix_tokens.shape[1]
+                and (self.max_len is None or self.step < self.max_len))
 
 
+@runtime_checkable
 class LogitsProcessor(Protocol):
-    stage: str
+    """``(input_ids [n, t], scores [n, V], context) -> scores``, applied at its ``stage``."""
+
+    stage: Stage
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor,
                  context: StepContext | None = None) -> torch.Tensor: ...
+
+
+def apply_stage(processors: Iterable[LogitsProcessor], stage: Stage, input_ids: torch.Tensor, scores: torch.Tensor,
+                context: StepContext) -> torch.Tensor:
+    """Run the processors of one stage, in order."""
+    for processor in processors:
+        if processor.stage == stage:
+            scores = processor(input_ids, scores, context)
+    return scores
+
+
+class Staged:
+    """Give a plain callable ``(input_ids, scores, context) -> scores`` a stage.
+
+    Args:
+        fn: the callable.
+        stage: ``"logits"`` (before the log-softmax) or ``"logprobs"`` (after it).
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor, StepContext | None], torch.Tensor],
+                 stage: Stage) -> None:
+        if stage not in STAGES:
+            raise GenerationError(f"stage {stage!r} is not one of {list(STAGES)}")
+        if not callable(fn):
+            raise GenerationError(f"Staged needs a callable, got {fn!r}")
+        self.fn = fn
+        self.stage: Stage = stage
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor,
+                 context: StepContext | None = None) -> torch.Tensor:
+        return self.fn(input_ids, scores, context)
+
+    def __repr__(self) -> str:
+        return f"Staged({self.fn!r}, {self.stage!r})"
 
 
 class AllowedTokens:
@@ -53,9 +104,9 @@ class AllowedTokens:
         always: ids never masked (``<s> <pad> </s> <unk>`` in the reference; the loop bans pad separately).
     """
 
-    stage = "logits"
+    stage: Stage = "logits"
 
-    def __init__(self, allowed: range | Sequence[int], always: Iterable[int] = range(4)) -> None:
+    def __init__(self, allowed: range | Sequence[int], always: Iterable[int] = SPECIAL_IDS) -> None:
         self.allowed = allowed if isinstance(allowed, range) else sorted({int(i) for i in allowed})
         if len(self.allowed) == 0:
             raise GenerationError(f"AllowedTokens got an empty set of allowed ids ({allowed!r})")
@@ -97,9 +148,9 @@ class TrieConstraint:
         bos_id: the ``<s>`` id that starts every trie path.
     """
 
-    stage = "logits"
+    stage: Stage = "logits"
 
-    def __init__(self, trie: Trie, bos_id: int = 0) -> None:
+    def __init__(self, trie: Trie, bos_id: int = BOS_ID) -> None:
         if len(trie) == 0:
             raise GenerationError("TrieConstraint needs a trie with at least one answer")
         self.trie = trie
@@ -134,7 +185,7 @@ class NoRepeatNGram:
     Applied to log-probs (no renormalisation), as fairseq's n-gram blocker.
     """
 
-    stage = "logprobs"
+    stage: Stage = "logprobs"
 
     def __init__(self, size: int) -> None:
         if size < 1:
@@ -167,9 +218,9 @@ class NoRepeatNGram:
 class ExactLength:
     """Force exactly ``length`` tokens before eos (e.g. 4 location tokens for a box), on log-probs."""
 
-    stage = "logprobs"
+    stage: Stage = "logprobs"
 
-    def __init__(self, length: int, eos_id: int = 2) -> None:
+    def __init__(self, length: int, eos_id: int = EOS_ID) -> None:
         if length < 1:
             raise GenerationError(f"ExactLength length ({length}) must be >= 1")
         self.length = length

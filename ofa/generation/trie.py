@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from ofa.errors import GenerationError
+from ofa.tokenization.vocab import BOS_ID, EOS_ID
 
 __all__ = ["Trie"]
 
@@ -17,7 +18,7 @@ class Trie:
         eos_id: returned by :meth:`next_tokens` for a prefix that has left the trie.
     """
 
-    def __init__(self, sequences: Iterable[Sequence[int]] = (), eos_id: int = 2) -> None:
+    def __init__(self, sequences: Iterable[Sequence[int]] = (), eos_id: int = EOS_ID) -> None:
         self.eos_id = eos_id
         self._root: dict[int, dict] = {}
         self.size = 0
@@ -25,7 +26,7 @@ class Trie:
             self.insert(seq)
 
     @classmethod
-    def from_answers(cls, answers: Iterable[Sequence[int]], bos_id: int = 0, eos_id: int = 2) -> "Trie":
+    def from_answers(cls, answers: Iterable[Sequence[int]], bos_id: int = BOS_ID, eos_id: int = EOS_ID) -> "Trie":
         """Build from answer token lists (without bos/eos). An empty list of answers raises."""
         answers = [list(a) for a in answers]
         if not answers:

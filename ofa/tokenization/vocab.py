@@ -29,12 +29,17 @@ import torch
 
 from ofa.errors import TokenizationError
 
-__all__ = ["UnifiedVocab", "TokenKind", "SPECIAL_SYMBOLS", "MASK_SYMBOL"]
+__all__ = ["UnifiedVocab", "TokenKind", "SPECIAL_SYMBOLS", "MASK_SYMBOL", "BOS_ID", "PAD_ID", "EOS_ID", "UNK_ID",
+           "SPECIAL_IDS"]
 
 logger = logging.getLogger(__name__)
 
 #: The four fairseq specials, in id order.
 SPECIAL_SYMBOLS: tuple[str, str, str, str] = ("<s>", "<pad>", "</s>", "<unk>")
+#: Their ids, fixed by that order in every OFA vocabulary (code that has no vocabulary at hand reads them here).
+BOS_ID, PAD_ID, EOS_ID, UNK_ID = range(len(SPECIAL_SYMBOLS))
+#: ``range(0, 4)``: OFA's constraints always leave these ids allowed (``constraint_range`` keeps 0-3).
+SPECIAL_IDS: range = range(len(SPECIAL_SYMBOLS))
 MASK_SYMBOL = "<mask>"
 
 
@@ -283,22 +288,22 @@ class UnifiedVocab:
     @property
     def bos_id(self) -> int:
         """Id of ``<s>`` (0)."""
-        return 0
+        return BOS_ID
 
     @property
     def pad_id(self) -> int:
         """Id of ``<pad>`` (1)."""
-        return 1
+        return PAD_ID
 
     @property
     def eos_id(self) -> int:
         """Id of ``</s>`` (2)."""
-        return 2
+        return EOS_ID
 
     @property
     def unk_id(self) -> int:
         """Id of ``<unk>`` (3)."""
-        return 3
+        return UNK_ID
 
     @property
     def mask_id(self) -> int:
@@ -323,7 +328,7 @@ class UnifiedVocab:
     @property
     def special_ids(self) -> tuple[int, int, int, int]:
         """``(bos, pad, eos, unk)``."""
-        return (0, 1, 2, 3)
+        return (BOS_ID, PAD_ID, EOS_ID, UNK_ID)
 
     def special_range(self) -> range:
         """Ids of ``<s>``, ``<pad>``, ``</s>``, ``<unk>``."""

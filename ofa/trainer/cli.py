@@ -5,7 +5,7 @@ Runs as a single plain process, under ``torchrun`` or under the ``deepspeed`` la
 
     ofa-train --config run.json lr=1e-4 output_dir=runs/x
     torchrun --nproc_per_node 2 -m ofa.trainer.cli --config run.json
-    deepspeed --num_gpus 8 $(which ofa-train) --config run.json engine=deepspeed zero_stage=2
+    deepspeed --num_gpus 8 $(which ofa-train) --config run.json engine=deepspeed engine.zero_stage=2
     ofa-train --config run.json --resume runs/x
 """
 

@@ -27,6 +27,7 @@ from ofa.data.collate import collate
 from ofa.errors import ConfigError, InputError
 from ofa.generation.generate import generate
 from ofa.records import Example
+from ofa.tokenization.vocab import PAD_ID, SPECIAL_IDS
 from ofa.trainer.loss import LossOutput, leave_one_out, scst_loss
 from ofa.vqgan.codes import check_codebook
 
@@ -60,7 +61,7 @@ class ClipScstRollout:
     rewards: torch.Tensor
     scores: torch.Tensor
     constraint_range: tuple[int, int]
-    pad_id: int = 1
+    pad_id: int = PAD_ID
     images: "list[Image.Image]" = field(default_factory=list)
 
     @property
@@ -157,7 +158,7 @@ def clip_scst_loss(model: Any, rollout: ClipScstRollout) -> LossOutput:
     logits = out.logits
     start, stop = rollout.constraint_range
     allowed = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    allowed[:4] = True
+    allowed[SPECIAL_IDS.start:SPECIAL_IDS.stop] = True
     allowed[start:stop] = True
     logits = logits.masked_fill(~allowed, float("-inf"))
     return scst_loss(logits, rollout.target, rollout.rewards, rollout.pad_id)

@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 
 from ofa.errors import ConfigError
+from ofa.tokenization.vocab import PAD_ID, SPECIAL_IDS
 
 __all__ = ["LossOutput", "label_smoothed_cross_entropy", "constraint_mask", "scst_loss", "leave_one_out"]
 
@@ -53,7 +54,7 @@ def label_smoothed_cross_entropy(
     target: torch.Tensor,
     *,
     epsilon: float,
-    pad_id: int = 1,
+    pad_id: int = PAD_ID,
     weights: torch.Tensor | None = None,
     constraints: Sequence[Sequence[Sequence[int]] | None] | None = None,
     constraint_range: tuple[int, int] | None = None,
@@ -111,7 +112,7 @@ def label_smoothed_cross_entropy(
         smooth = -lprobs.masked_fill(~masks, 0.0).sum(-1)
         eps_i = epsilon / (masks.sum(-1).to(lprobs.dtype) - 1 + 1e-6)
     elif constraint_range is not None:
-        allowed = list(range(4)) + list(range(constraint_range[0], constraint_range[1]))
+        allowed = list(SPECIAL_IDS) + list(range(constraint_range[0], constraint_range[1]))
         smooth = -lprobs[:, allowed].sum(-1)
         eps_i = torch.full_like(nll, epsilon / (len(allowed) - 1 + 1e-6))
     else:
@@ -134,7 +135,7 @@ def leave_one_out(scores: torch.Tensor) -> torch.Tensor:
     return scores - others
 
 
-def scst_loss(logits: torch.Tensor, target: torch.Tensor, rewards: torch.Tensor, pad_id: int = 1) -> LossOutput:
+def scst_loss(logits: torch.Tensor, target: torch.Tensor, rewards: torch.Tensor, pad_id: int = PAD_ID) -> LossOutput:
     """Self-critical loss ``-sum_t lp(token_t) * reward`` over the non-pad tokens of sampled sequences.
 
     Args:

@@ -10,7 +10,7 @@ and per-input bookkeeping are all exercised (the tests check that where it matte
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import pytest
 import torch
