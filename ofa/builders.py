@@ -17,6 +17,7 @@ from ofa.nn.encoder import OFAEncoder
 from ofa.nn.layers import DecoderLayer, EncoderLayer
 from ofa.nn.rel_pos import decoder_image_position_ids, num_image_rel_rows
 from ofa.nn.resnet import build_resnet
+from ofa.nn.stack import Stack
 
 __all__ = [
     "OFA_TEST", "OFA_TINY", "OFA_MEDIUM", "OFA_BASE", "OFA_LARGE", "OFA_HUGE", "PRESETS",
@@ -24,7 +25,7 @@ __all__ = [
     "ofa_test",
 ]
 
-_EFFECTIVE = dict(dropout=0.1, encoder_drop_path_rate=0.1, decoder_drop_path_rate=0.1)
+_EFFECTIVE: dict[str, Any] = dict(dropout=0.1, encoder_drop_path_rate=0.1, decoder_drop_path_rate=0.1)
 
 OFA_TINY = OFAConfig(embed_dim=256, num_heads=4, encoder_layers=4, decoder_layers=4, ffn_dim=1024,
                      resnet=ResNetConfig.named("resnet50"), **_EFFECTIVE)
@@ -51,8 +52,13 @@ PRESETS: dict[str, OFAConfig] = {
 }
 
 
-def _layer_norm(dim: int, enabled: bool = True) -> nn.Module:
-    return nn.LayerNorm(dim, eps=1e-5) if enabled else nn.Identity()
+def _layer_norm(dim: int) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, eps=1e-5)
+
+
+def _optional_layer_norm(dim: int, enabled: bool) -> nn.Module:
+    """A LayerNorm where the config enables one, else an identity (no parameters, as in the official keys)."""
+    return _layer_norm(dim) if enabled else nn.Identity()
 
 
 def _attention(config: OFAConfig, backend: str) -> MultiheadAttention:
@@ -60,24 +66,24 @@ def _attention(config: OFAConfig, backend: str) -> MultiheadAttention:
                               dropout=config.attention_dropout, scale_heads=config.scale_heads, backend=backend)
 
 
-def _rel_tables(config: OFAConfig, num_layers: int) -> tuple[nn.ModuleList, nn.ModuleList]:
-    token = nn.ModuleList(nn.Embedding(2 * config.token_bucket_size - 1, config.num_heads) for _ in range(num_layers))
-    image = nn.ModuleList(nn.Embedding(num_image_rel_rows(config.image_bucket_size), config.num_heads)
-                          for _ in range(num_layers))
+def _rel_tables(config: OFAConfig, num_layers: int) -> tuple[Stack[nn.Embedding], Stack[nn.Embedding]]:
+    token = Stack(nn.Embedding(2 * config.token_bucket_size - 1, config.num_heads) for _ in range(num_layers))
+    image = Stack(nn.Embedding(num_image_rel_rows(config.image_bucket_size), config.num_heads)
+                  for _ in range(num_layers))
     return token, image
 
 
 def _build_encoder(config: OFAConfig, embed_tokens: nn.Embedding, backend: str) -> OFAEncoder:
     d = config.embed_dim
     rates = drop_path_rates(config.encoder_drop_path_rate, config.encoder_layers)
-    layers = nn.ModuleList(
+    layers = Stack(
         EncoderLayer(
             self_attn=_attention(config, backend),
             self_attn_layer_norm=_layer_norm(d),
-            attn_ln=_layer_norm(d, config.scale_attn),
+            attn_ln=_optional_layer_norm(d, config.scale_attn),
             fc1=nn.Linear(d, config.ffn_dim),
             fc2=nn.Linear(config.ffn_dim, d),
-            ffn_layernorm=_layer_norm(config.ffn_dim, config.scale_fc),
+            ffn_layernorm=_optional_layer_norm(config.ffn_dim, config.scale_fc),
             final_layer_norm=_layer_norm(d),
             dropout=config.dropout,
             activation_dropout=config.activation_dropout,
@@ -90,10 +96,10 @@ def _build_encoder(config: OFAConfig, embed_tokens: nn.Embedding, backend: str) 
     return OFAEncoder(
         embed_tokens=embed_tokens,
         type_embedding=nn.Embedding(2, d) if config.add_type_embedding else None,
-        layernorm_embedding=_layer_norm(d, config.layernorm_embedding),
+        layernorm_embedding=_optional_layer_norm(d, config.layernorm_embedding),
         embed_images=build_resnet(resnet) if resnet is not None else None,
         image_proj=nn.Linear(resnet.out_channels, d) if resnet is not None else None,
-        patch_layernorm_embedding=_layer_norm(d, config.patch_layernorm_embedding),
+        patch_layernorm_embedding=_optional_layer_norm(d, config.patch_layernorm_embedding),
         embed_positions=nn.Embedding(config.max_positions + 2, d),
         embed_image_positions=nn.Embedding(config.num_image_positions, d),
         pos_ln=_layer_norm(d),
@@ -117,17 +123,17 @@ def _build_encoder(config: OFAConfig, embed_tokens: nn.Embedding, backend: str) 
 def _build_decoder(config: OFAConfig, embed_tokens: nn.Embedding, backend: str) -> OFADecoder:
     d = config.embed_dim
     rates = drop_path_rates(config.decoder_drop_path_rate, config.decoder_layers)
-    layers = nn.ModuleList(
+    layers = Stack(
         DecoderLayer(
             self_attn=_attention(config, backend),
             self_attn_layer_norm=_layer_norm(d),
-            self_attn_ln=_layer_norm(d, config.scale_attn),
+            self_attn_ln=_optional_layer_norm(d, config.scale_attn),
             encoder_attn=_attention(config, backend),
             encoder_attn_layer_norm=_layer_norm(d),
-            cross_attn_ln=_layer_norm(d, config.scale_attn),
+            cross_attn_ln=_optional_layer_norm(d, config.scale_attn),
             fc1=nn.Linear(d, config.ffn_dim),
             fc2=nn.Linear(config.ffn_dim, d),
-            ffn_layernorm=_layer_norm(config.ffn_dim, config.scale_fc),
+            ffn_layernorm=_optional_layer_norm(config.ffn_dim, config.scale_fc),
             final_layer_norm=_layer_norm(d),
             dropout=config.dropout,
             activation_dropout=config.activation_dropout,
@@ -140,8 +146,8 @@ def _build_decoder(config: OFAConfig, embed_tokens: nn.Embedding, backend: str) 
     output_projection.weight = embed_tokens.weight  # share_all_embeddings: one [V, D] matrix
     return OFADecoder(
         embed_tokens=embed_tokens,
-        layernorm_embedding=_layer_norm(d, config.layernorm_embedding),
-        code_layernorm_embedding=_layer_norm(d, config.code_layernorm_embedding),
+        layernorm_embedding=_optional_layer_norm(d, config.layernorm_embedding),
+        code_layernorm_embedding=_optional_layer_norm(d, config.code_layernorm_embedding),
         embed_positions=nn.Embedding(config.max_positions + 2, d),
         embed_image_positions=nn.Embedding(config.num_image_positions, d),
         pos_ln=_layer_norm(d),

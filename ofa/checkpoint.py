@@ -132,7 +132,7 @@ def _torch_load(path: Path, trust_pickle: bool, map_location: str | torch.device
             f"{str(path)!r} pickles objects outside the allowlist: {refused}. Only tensors, plain containers, "
             f"argparse.Namespace and config objects from {list(_STUB_PREFIXES)} are read by default; pass "
             "trust_pickle=True to unpickle this file (this runs code from the file: only for files you trust)")
-    safe = [argparse.Namespace] + [(_stub_class(name), name) for name in unsafe if name != "argparse.Namespace"]
+    safe: list[Any] = [argparse.Namespace] + [(_stub_class(name), name) for name in unsafe if name != "argparse.Namespace"]
     try:
         with torch.serialization.safe_globals(safe):
             return torch.load(path, map_location=map_location, weights_only=True)

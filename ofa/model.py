@@ -108,9 +108,9 @@ class OFAModel(nn.Module):
             raise InputError(
                 f"patch_images are {h}x{w} pixels; accepted sizes are 16..{limit} per side "
                 f"(16 * image_bucket_size = {self.config.image_bucket_size} patches)")
-        param = self.encoder.embed_images.conv1.weight
-        if patch_images.dtype != param.dtype:
-            patch_images = patch_images.to(param.dtype)
+        dtype = next(self.encoder.embed_images.parameters()).dtype
+        if patch_images.dtype != dtype:
+            patch_images = patch_images.to(dtype)
         return patch_images
 
     # -- encoder ----------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 __all__ = ["main"]
 
@@ -133,7 +133,7 @@ def _cmd_generate_image(args: argparse.Namespace) -> int:
     from ofa.pipeline import Pipeline
 
     # import cost: a subcommand loads only what it runs
-    from ofa.tasks.image_gen import ImageGenTask
+    from ofa.tasks.image_gen import ImageGenPrediction, ImageGenTask
 
     if not args.prompts:
         raise ConfigError("give at least one prompt")
@@ -147,7 +147,8 @@ def _cmd_generate_image(args: argparse.Namespace) -> int:
     task.vqgan.to(args.device or "cpu")
     runner = Pipeline(task, model, args.tokenizer or args.checkpoint, batch_size=args.batch_size,
                       device=args.device)
-    predictions = runner.predict_examples(runner.examples(None, list(args.prompts)))
+    predictions = [cast(ImageGenPrediction, p)  # what ImageGenTask predicts
+                   for p in runner.predict_examples(runner.examples(None, list(args.prompts)))]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for index, (prompt, prediction) in enumerate(zip(args.prompts, predictions)):

@@ -30,7 +30,9 @@ from ofa.builders import build_model
 from ofa.data.tsv import TSVFile
 from ofa.errors import ConfigError
 from ofa.pipeline import Pipeline
+from ofa.records import ParsesRows
 from ofa.tasks import get_task
+from ofa.tasks.refcoco import GroundingPrediction
 from ofa.tokenization import OFATokenizer
 from ofa.trainer import TaskSpec, Trainer, TrainerConfig
 
@@ -155,7 +157,7 @@ def run_quickstart(config: QuickstartConfig) -> dict[str, float]:
     tok.save_pretrained(tok_dir)
     answers = [a for a in Path(paths["answers"]).read_text().splitlines() if a.strip()]
     size = config.image_size
-    options = {
+    options: dict[str, dict[str, Any]] = {
         "caption": {"image_size": size, "tokenizer": "simple"},
         "refcoco": {"image_size": size, "max_image_size": size},
         "vqa_gen": {"image_size": size, "candidates": answers, "mode": "allcand"},
@@ -241,18 +243,21 @@ def _gallery(model: Any, tok: Any, data: Path, path: Path, size: int, count: int
     refcoco = get_task("refcoco", image_size=size, max_image_size=size)
     caption = get_task("caption", image_size=size)
     rows = TSVFile(data / "refcoco_valid.tsv")
+    assert isinstance(refcoco, ParsesRows)  # the built-in refcoco task reads TSV rows
     examples = [refcoco.parse_row(rows[i]) for i in range(0, min(len(rows), 4 * count), 4)][:count]
     boxes = Pipeline(refcoco, model, tok, progress=False).predict_examples(examples)
-    captions = Pipeline(caption, model, tok, progress=False)([ex.image for ex in examples])
+    captioner = Pipeline(caption, model, tok, progress=False)
+    captions = captioner.predict_examples(captioner.examples([ex.image for ex in examples]))
     scale = 3
     cell_w, cell_h = size * scale, size * scale + 44
     sheet = Image.new("RGB", (cell_w * 4, cell_h * ((len(examples) + 3) // 4)), "white")
     for i, (ex, box, cap) in enumerate(zip(examples, boxes, captions)):
-        image = ex.image.resize((size * scale, size * scale), Image.NEAREST)
+        assert ex.image is not None  # refcoco rows carry their image
+        image = ex.image.resize((size * scale, size * scale), Image.Resampling.NEAREST)
         draw = ImageDraw.Draw(image)
         gt = [v * scale for v in ex.target]
         draw.rectangle(gt, outline=(0, 160, 0), width=2)
-        if getattr(box, "box", None) is not None:
+        if isinstance(box, GroundingPrediction) and box.box is not None:
             draw.rectangle(_corners(box.box, scale), outline=(220, 0, 0), width=3)
         cell = Image.new("RGB", (cell_w, cell_h), "white")
         cell.paste(image, (0, 0))

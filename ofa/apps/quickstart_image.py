@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from PIL import Image, ImageDraw
@@ -46,7 +46,7 @@ from ofa.data.image_text import read_image_text
 from ofa.errors import ConfigError
 from ofa.metrics.color_check import ColorCheck
 from ofa.pipeline import Pipeline
-from ofa.tasks.image_gen import INSTRUCTION, ImageGenTask
+from ofa.tasks.image_gen import INSTRUCTION, ImageGenPrediction, ImageGenTask
 from ofa.tokenization import OFATokenizer
 from ofa.trainer import TaskSpec, Trainer, TrainerConfig
 from ofa.vqgan import VQGANConfig, build_vqgan, images_from_pil, reconstruction_error, train_vqgan
@@ -416,7 +416,7 @@ def _run(config: ImageQuickstartConfig) -> dict[str, float | None]:
                         vqgan=vqgan, scorer="color")
     runner = Pipeline(task, model, tok, batch_size=8, progress=config.progress)
     predictions = runner.predict_examples(runner.examples(None, captions))
-    samples = [list(p.images) for p in predictions]
+    samples = [list(cast(ImageGenPrediction, p).images) for p in predictions]  # what ImageGenTask predicts
     truth = [r.image.convert("RGB") for r in valid_records[:count]]
     recon = vqgan.codes_to_pil(torch.tensor([codes for _, codes, _ in valid_rows[:count]]), grid)
     frequencies = Counter(c for _, codes, _ in train_rows for c in codes)

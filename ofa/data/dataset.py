@@ -49,6 +49,15 @@ logger = logging.getLogger(__name__)
 class _RowEncoding:
     """What both datasets share: source checks, row -> Example -> Sample, and the bad-row policy."""
 
+    source: TSVFile | JSONLFile | ImageFolderRecords
+    task: _EncodesExamples
+    tokenizer: OFATokenizer
+    training: bool
+    max_bad_rows: int
+    image_root: str | os.PathLike[str] | None
+    bad_rows: int
+    last_bad_reason: str | None
+
     def _setup(
         self,
         source: TSVFile | JSONLFile | ImageFolderRecords,
@@ -96,11 +105,11 @@ class _RowEncoding:
     def _encode_row(self, index: int) -> Sample | None:
         """The sample of row ``index``, or None when the row is bad (counted, logged; raises past the limit)."""
         try:
-            row = self.source[index]
-            if isinstance(self.source, TSVFile):
-                example = cast(ParsesRows, self.task).parse_row(row)
+            source = self.source
+            if isinstance(source, TSVFile):
+                example = cast(ParsesRows, self.task).parse_row(source[index])
             else:
-                example = cast(ParsesRecords, self.task).parse_record(row, self.image_root)
+                example = cast(ParsesRecords, self.task).parse_record(source[index], self.image_root)
             return self.task.encode(example, self.tokenizer, training=self.training)
         except MemoryError:
             raise

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Iterator, Literal
 
 from ofa.data.images import decode_base64_image, load_image
 from ofa.data.sources import data_format, open_source
+from ofa.data.tsv import TSVFile
 from ofa.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,8 +77,8 @@ def read_image_text(
         if limit is not None and index >= limit:
             return
         where = f"{p}:{index + 1}"
-        row = source[index]
-        if fmt == "tsv":
+        if isinstance(source, TSVFile):
+            row = source[index]
             uid = str(index) if id_column is None else _column(row, id_column, "id", where)
             texts = [] if text_column is None else _column(row, text_column, "text", where).split(text_separator)
             try:
@@ -85,13 +86,14 @@ def read_image_text(
             except DataError as exc:
                 raise DataError(f"{where}: {exc}") from exc
         else:
-            value = row.get("image")
+            record = source[index]
+            value = record.get("image")
             if not isinstance(value, str) or not value:
                 raise DataError(f"{where}: the record has no 'image' path")
             image_path = Path(value) if Path(value).is_absolute() else root / value
             image = load_image(image_path)
-            uid = str(row.get("id", index))
-            raw = row.get("captions", row.get("caption", row.get("text")))
+            uid = str(record.get("id", index))
+            raw = record.get("captions", record.get("caption", record.get("text")))
             texts = [raw] if isinstance(raw, str) else [str(t) for t in raw] if isinstance(raw, list) else []
         texts = [" ".join(t.split()) for t in texts if t.strip()]
         yield ImageTextRecord(id=uid, image=image, texts=texts)

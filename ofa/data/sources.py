@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 from ofa.data.jsonl import JSONLFile
 from ofa.data.tsv import TSVFile
@@ -28,7 +28,7 @@ def data_format(path: str | os.PathLike[str], fmt: str | None = None) -> DataFor
         return "jsonl" if Path(path).suffix in _JSONL_SUFFIXES else "tsv"
     if fmt not in FORMATS:
         raise DataError(f"unknown data format {fmt!r}; accepted: 'tsv', 'jsonl'")
-    return cast(DataFormat, fmt)
+    return fmt
 
 
 def open_source(path: str | os.PathLike[str], fmt: str | None = None) -> TSVFile | JSONLFile:

@@ -69,5 +69,6 @@ def hypothesis_to_box(
     box = bins_to_box(bins, original_size, patch_size, vocab.num_bins, max_image_size)
     log_probs = hypothesis.positional_scores[:4].double()
     confidence = math.exp(float(log_probs.mean()))
-    return BoxPrediction(box=tuple(float(v) for v in box), confidence=confidence,  # type: ignore[arg-type]
-                         bins=bins, score=float(hypothesis.score))  # type: ignore[arg-type]
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return BoxPrediction(box=(x0, y0, x1, y1), confidence=confidence, bins=(bins[0], bins[1], bins[2], bins[3]),
+                         score=float(hypothesis.score))

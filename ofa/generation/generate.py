@@ -298,10 +298,14 @@ def generate(
     prefix_tokens = _check_prefix(prefix_tokens, bsz, ids.vocab_size)
     code_masks, positions = _check_code_masks(model, code_masks, bsz, beam, device)
     max_len = config.max_len(src_tokens.shape[1], positions)
-    if not use_cache and not isinstance(model, RecomputingModel):
+    decoder: _Decoder | _RecomputeDecoder
+    if use_cache:
+        decoder = _Decoder(model, encoder_out, bsz * beam, code_masks)
+    elif isinstance(model, RecomputingModel):
+        decoder = _RecomputeDecoder(model, encoder_out, bsz * beam, code_masks)
+    else:
         raise InputError(f"use_cache=False needs a model with decode() (a RecomputingModel); "
                          f"{type(model).__name__} has none")
-    decoder = (_Decoder if use_cache else _RecomputeDecoder)(model, encoder_out, bsz * beam, code_masks)
     rules = loop_processors(config, pad_id=pad, eos_id=eos)
     batch = _Batch.start(bsz, beam, max_len, ids.bos_id, pad, prefix_tokens, _generators(config, bsz), device)
     finalized: list[list[Hypothesis]] = [[] for _ in range(bsz)]

@@ -28,13 +28,13 @@ class Trie:
     @classmethod
     def from_answers(cls, answers: Iterable[Sequence[int]], bos_id: int = BOS_ID, eos_id: int = EOS_ID) -> "Trie":
         """Build from answer token lists (without bos/eos). An empty list of answers raises."""
-        answers = [list(a) for a in answers]
-        if not answers:
+        rows = [list(a) for a in answers]
+        if not rows:
             raise GenerationError("the candidate answer list is empty")
-        for a in answers:
+        for a in rows:
             if not a:
                 raise GenerationError("a candidate answer encodes to no tokens")
-        return cls(([bos_id] + a + [eos_id] for a in answers), eos_id=eos_id)
+        return cls(([bos_id, *a, eos_id] for a in rows), eos_id=eos_id)
 
     def insert(self, sequence: Sequence[int]) -> None:
         node = self._root

@@ -15,8 +15,9 @@ from torch import nn
 
 from ofa.nn.embeddings import gather_rel_bias, project_positions
 from ofa.nn.encoder import EncoderOutput
-from ofa.nn.layers import KVBuffer
+from ofa.nn.layers import DecoderLayer, KVBuffer
 from ofa.nn.rel_pos import image_bucket_index, token_rel_positions
+from ofa.nn.stack import Stack
 
 __all__ = ["CrossState", "DecoderCache", "DecoderOutput", "OFADecoder", "PositionTables"]
 
@@ -131,6 +132,8 @@ class DecoderOutput:
 class OFADecoder(nn.Module):
     """Decoder of OFA (arXiv:2202.03052) with the official sub-module names. Built by :func:`ofa.builders.build_ofa`."""
 
+    image_position_idx: torch.Tensor  # a buffer
+
     def __init__(
         self,
         *,
@@ -145,9 +148,9 @@ class OFADecoder(nn.Module):
         self_pos_k_linear: nn.Linear,
         cross_pos_q_linear: nn.Linear,
         cross_pos_k_linear: nn.Linear,
-        token_rel_pos_table_list: nn.ModuleList,
-        image_rel_pos_table_list: nn.ModuleList,
-        layers: nn.ModuleList,
+        token_rel_pos_table_list: Stack[nn.Embedding],
+        image_rel_pos_table_list: Stack[nn.Embedding],
+        layers: Stack[DecoderLayer],
         layer_norm: nn.LayerNorm,
         output_projection: nn.Linear,
         image_position_idx: torch.Tensor,
@@ -286,11 +289,12 @@ class OFADecoder(nn.Module):
         if cache is None:
             tables = self.position_tables(total, modes, dtype)
         else:
-            tables = cache.tables
-            if tables is None or tables.capacity < total or any(m not in tables.cross_q for m in modes):
+            cached = cache.tables
+            if cached is None or cached.capacity < total or any(m not in cached.cross_q for m in modes):
                 limit = min([self.max_code_length if m else self.embed_positions.num_embeddings for m in modes])
-                capacity = min(max(total, 32 if tables is None else 2 * tables.capacity), limit)
-                tables = cache.tables = self.position_tables(capacity, modes, dtype)
+                capacity = min(max(total, 32 if cached is None else 2 * cached.capacity), limit)
+                cached = cache.tables = self.position_tables(capacity, modes, dtype)
+            tables = cached
 
         # Cross-attention position bias [b, h, g*t (or 1 when t == 1), s]: queries depend on the position only.
         cq = self._select(code_masks, {m: tables.cross_q[m][:, :, past:total] for m in modes})

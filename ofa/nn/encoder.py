@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ofa.nn.embeddings import gather_rel_bias, position_bias
+from ofa.nn.layers import EncoderLayer
 from ofa.nn.rel_pos import image_bucket_index, image_position_ids, token_rel_positions
+from ofa.nn.stack import Stack
 
 __all__ = ["EncoderOutput", "OFAEncoder"]
 
@@ -70,9 +72,9 @@ class OFAEncoder(nn.Module):
         image_pos_ln: nn.LayerNorm,
         pos_q_linear: nn.Linear,
         pos_k_linear: nn.Linear,
-        token_rel_pos_table_list: nn.ModuleList,
-        image_rel_pos_table_list: nn.ModuleList,
-        layers: nn.ModuleList,
+        token_rel_pos_table_list: Stack[nn.Embedding],
+        image_rel_pos_table_list: Stack[nn.Embedding],
+        layers: Stack[EncoderLayer],
         layer_norm: nn.LayerNorm,
         num_heads: int,
         scaling: float,

@@ -41,7 +41,10 @@ class Task(Protocol):
     needed by CLIP-SCST).
     """
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The registry name users type (a class attribute on :class:`BaseTask`)."""
+        ...
 
     def encode(self, example: Example, tok: "OFATokenizer", training: bool = False) -> Sample: ...
 

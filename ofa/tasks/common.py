@@ -43,7 +43,7 @@ def parse_box(text: str | Sequence[float]) -> tuple[float, float, float, float]:
         raise DataError(f"bad box {text!r}: expected four numbers x0,y0,x1,y1") from exc
     if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[0] > box[2] or box[1] > box[3]:
         raise DataError(f"bad box {text!r}: expected finite x0,y0,x1,y1 with x0 <= x1 and y0 <= y1")
-    return box  # type: ignore[return-value]
+    return box[0], box[1], box[2], box[3]
 
 
 class BaseTask:

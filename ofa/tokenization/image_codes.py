@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from typing import TypeAlias
 
 import torch
 
@@ -18,7 +19,7 @@ from ofa.tokenization.vocab import UnifiedVocab
 
 __all__ = ["codes_to_ids", "ids_to_codes", "grid_shape"]
 
-GridSize = int | tuple[int, int]  # one side (square grid) or (rows, cols)
+GridSize: TypeAlias = "int | Sequence[int]"  # one side (square grid) or (rows, cols)
 
 
 def grid_shape(grid_size: GridSize) -> tuple[int, int]:

@@ -128,16 +128,18 @@ class TorchEngine:
         params = [p for p in self.model.parameters() if p.requires_grad]
         used = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
         dist.all_reduce(used, op=dist.ReduceOp.SUM)
+        grads = []
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)  # unused on this rank (e.g. no image in its batch)
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
+            grads.append(p.grad)
+        flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         offset = 0
-        for p, n_used in zip(params, used.tolist()):
+        for p, grad, n_used in zip(params, grads, used.tolist()):
             n = p.numel()
             if n_used:
-                p.grad.copy_(flat[offset:offset + n].view_as(p))
+                grad.copy_(flat[offset:offset + n].view_as(p))
             else:
                 p.grad = None  # unused on every rank: the optimizer skips it, as in a 1-process run
             offset += n
@@ -149,7 +151,8 @@ class TorchEngine:
         if self.clip_norm > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(params, self.clip_norm))
         else:
-            norm = float(torch.norm(torch.stack([p.grad.detach().norm() for p in params]))) if params else 0.0
+            grads = [p.grad.detach() for p in params if p.grad is not None]
+            norm = float(torch.norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0
         self.optimizer.step()
         self.scheduler.step()
         self.zero_grad()

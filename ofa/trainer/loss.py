@@ -38,7 +38,8 @@ def constraint_mask(constraints: Sequence[Sequence[Sequence[int]] | None], keep:
     rows = []
     for i in range(b):
         for j in keep[i].nonzero().flatten().tolist():
-            allowed = None if constraints[i] is None else constraints[i][j] if j < len(constraints[i]) else None
+            sample = constraints[i]
+            allowed = sample[j] if sample is not None and j < len(sample) else None
             row = torch.zeros(vocab_size, dtype=torch.bool)
             if allowed is None or len(allowed) == 0:
                 row[:] = True

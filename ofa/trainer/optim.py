@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeVar
 
 import torch
 from torch import nn
 
 from ofa.errors import ConfigError
+
+M = TypeVar("M", bound=nn.Module)
 
 __all__ = ["build_optimizer", "PolynomialDecay", "EMA"]
 
@@ -83,7 +85,7 @@ class EMA:
             if key in self.shadow:
                 self.shadow[key].mul_(self.decay).add_(value.detach().float(), alpha=1 - self.decay)
 
-    def copy_to(self, model: nn.Module) -> nn.Module:
+    def copy_to(self, model: M) -> M:
         """A copy of ``model`` carrying the EMA weights (the training model is left alone)."""
         clone = copy.deepcopy(model)
         state = clone.state_dict()

@@ -4,11 +4,12 @@ logs, atomic checkpoints, exact resume. The loop names no criterion and no engin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, cast
 
 import torch
 import torch.distributed as dist
@@ -22,6 +23,7 @@ from ofa.config import OFAConfig
 from ofa.data.dataset import TaskDataset
 from ofa.data.sources import image_root_for, open_source
 from ofa.errors import CheckpointError, ConfigError, DataError, OFAError
+from ofa.model import OFAModel
 from ofa.pipeline import load_tokenizer
 from ofa.tasks import get_task
 from ofa.trainer.checkpoint import CheckpointManager, restore_rng
@@ -53,7 +55,7 @@ class Trainer:
         progress: show a progress bar on rank 0.
     """
 
-    def __init__(self, config: TrainerConfig, *, model: nn.Module | None = None, tokenizer: Any = None,
+    def __init__(self, config: TrainerConfig, *, model: OFAModel | None = None, tokenizer: Any = None,
                  resume: str | Path | None = None, progress: bool = True) -> None:
         if not config.tasks:
             raise ConfigError("the trainer config names no task ('task' or 'tasks')")
@@ -77,7 +79,7 @@ class Trainer:
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
         self.criterion = build_criterion(config.criterion, CriterionContext(
             tokenizer=self.tokenizer, tasks=self.tasks, datasets=[s.dataset for s in self.streams], model=self.model,
-            device=self.dist.device, full_model=self.engine.full_model, train_mode=self._train_mode))
+            device=self.dist.device, full_model=self._full_model, train_mode=self._train_mode))
         self.step = 0
         self.nan_steps = 0
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", keep_last=config.keep_last,
@@ -99,8 +101,11 @@ class Trainer:
                               "tokenizer)")
         return load_tokenizer(source)
 
-    def _build_model(self, model: nn.Module | None) -> nn.Module:
+    def _build_model(self, model: OFAModel | None) -> OFAModel:
         cfg = self.config
+        if model is not None and not isinstance(model, OFAModel):
+            raise ConfigError(f"model must be an ofa.OFAModel (build_model / load_checkpoint), got "
+                              f"{type(model).__name__}")
         overrides = dict(cfg.model_overrides)
         if cfg.drop_path_rate is not None:
             overrides.setdefault("encoder_drop_path_rate", cfg.drop_path_rate)
@@ -135,6 +140,12 @@ class Trainer:
             for p in resnet.parameters():
                 p.requires_grad_(False)
         return model
+
+    @contextlib.contextmanager
+    def _full_model(self) -> Iterator[OFAModel]:
+        """The engine's complete model (ZeRO-3 gathers it; enter on every rank)."""
+        with self.engine.full_model() as full:
+            yield cast(OFAModel, full)  # the engine was built around self.model, an OFAModel
 
     def _train_mode(self) -> None:
         """Train mode, except BatchNorm when the ResNet or its statistics are frozen."""
@@ -266,7 +277,7 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Score every task's validation examples (EMA weights when EMA is on); rank 0 computes, all return it."""
         metrics: dict[str, float] = {}
-        with self.engine.full_model() as full:
+        with self._full_model() as full:
             if self.dist.is_main:
                 model = self.ema.copy_to(full) if self.ema is not None else full
                 model.eval()
@@ -298,7 +309,7 @@ class Trainer:
     def save(self) -> Path:
         def write(directory: Path) -> None:
             self.engine.save(directory)
-            with self.engine.full_model() as full:  # every rank: ZeRO-3 gathers the weights collectively
+            with self._full_model() as full:  # every rank: ZeRO-3 gathers the weights collectively
                 if self.dist.is_main:
                     full.save_pretrained(directory)
                     if self.ema is not None:

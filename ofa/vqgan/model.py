@@ -354,8 +354,8 @@ def images_to_pil(images: torch.Tensor) -> list[Image.Image]:
                          f"{images.dtype if isinstance(images, torch.Tensor) else type(images).__name__}")
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise InputError(f"images must have shape [b, 3, H, W] or [b, 1, H, W], got {list(images.shape)}")
-    pixels = ((images.detach().float().clamp(-1.0, 1.0) + 1.0) / 2.0 * 255.0).to(torch.uint8)  # truncates
-    pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()  # [b, H, W, c]
+    as_bytes = ((images.detach().float().clamp(-1.0, 1.0) + 1.0) / 2.0 * 255.0).to(torch.uint8)  # truncates
+    pixels = as_bytes.permute(0, 2, 3, 1).cpu().numpy()  # [b, H, W, c]
     if pixels.shape[-1] == 1:
         return [Image.fromarray(p[..., 0]) for p in pixels]  # uint8 [H, W] -> mode "L"
     return [Image.fromarray(p) for p in pixels]  # uint8 [H, W, 3] -> mode "RGB"

@@ -129,7 +129,8 @@ def reconstruction_error(vqgan: VQGAN, images: torch.Tensor, *, batch_size: int 
 
 
 def _check(name: str, value: Any, kind: type, low: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind) or value < low:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or (kind is int and not isinstance(value, int)) or value < low:
         raise ConfigError(f"{name} ({value!r}) must be {'an int' if kind is int else 'a number'} >= {low}")
 
 
@@ -230,7 +231,7 @@ def train_vqgan(
     window: dict[str, float] = {"loss": 0.0, "reconstruction": 0.0, "kl": 0.0, "n": 0.0}
     started = time.perf_counter()
     for step in range(steps):
-        picks = []
+        picks: list[int] = []
         while len(picks) < batch_size:
             if cursor == len(order):
                 order, cursor = torch.randperm(images.shape[0], generator=order_gen), 0

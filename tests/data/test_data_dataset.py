@@ -7,10 +7,8 @@ import logging
 from typing import Any, Sequence
 
 import pytest
-import torch
 from torch.utils.data import DataLoader
 
-import ofa
 from ofa.data.collate import Batch, collate
 from ofa.data.dataset import ShardedTaskIterable, TaskDataset
 from ofa.data.images import decode_base64_image, load_image

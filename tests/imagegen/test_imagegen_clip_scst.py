@@ -77,17 +77,18 @@ def test_clip_scst_bad_settings_raise(tok: Any, vqgan: Any, tiny_vqgan_config: V
     with pytest.raises(ConfigError, match="needs 'vqgan'"):
         TrainerConfig(task="image_gen", criterion="clip_scst")
     with pytest.raises(ConfigError, match="num_samples >= 2"):
-        TrainerConfig(task="image_gen", criterion="clip_scst", vqgan="v", clip_scst_samples=1)
+        TrainerConfig(task="image_gen", criterion={"name": "clip_scst", "vqgan": "v", "num_samples": 1})
 
 
 def test_trainer_runs_clip_scst(tok: Any, vqgan_dir: Path, world: Path, tmp_path: Path) -> None:
     data = tmp_path / "image_gen_train.tsv"
     write_image_gen_tsv(world / "caption_train.tsv", data, str(vqgan_dir), image_size=4)
     tok.save_pretrained(tmp_path / "tok")
+    criterion = {"name": "clip_scst", "vqgan": str(vqgan_dir), "image_scorer": "color", "num_samples": 2}
     settings = dict(output_dir=str(tmp_path / "run"), model="ofa-test", model_overrides={"code_image_size": 16},
                     tokenizer=str(tmp_path / "tok"), task="image_gen", task_options={"grid_size": 2},
-                    train_data=str(data), micro_batch_size=2, max_steps=2, criterion="clip_scst",
-                    vqgan=str(vqgan_dir), image_scorer="color", clip_scst_samples=2, device="cpu", log_every=1,
+                    train_data=str(data), micro_batch_size=2, max_steps=2, device="cpu", log_every=1,
+                    criterion=criterion,
                     lr=1e-3, warmup_steps=0, seed=0)
     trainer = Trainer(TrainerConfig.from_dict(settings), progress=False)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
@@ -97,4 +98,5 @@ def test_trainer_runs_clip_scst(tok: Any, vqgan_dir: Path, world: Path, tmp_path
     assert all("clip_scst_score" in r and r["ntokens"] == 2 * 2 * 5 for r in records if "loss" in r)
     assert any(not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters())
     with pytest.raises(ConfigError, match="needs an image scorer"):
-        Trainer(TrainerConfig.from_dict({**settings, "image_scorer": "none"}), progress=False)
+        no_scorer = {**settings, "criterion": {**criterion, "image_scorer": "none"}}
+        Trainer(TrainerConfig.from_dict(no_scorer), progress=False)

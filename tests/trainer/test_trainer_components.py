@@ -158,3 +158,8 @@ def test_registering_over_a_builtin_needs_replace() -> None:
     with pytest.raises(ConfigError, match="needs a nested Config dataclass and a build"):
         register_engine("plain", object)
     assert torch.is_tensor(torch.zeros(1))
+
+
+def test_the_trainer_takes_only_an_ofa_model(make_config) -> None:
+    with pytest.raises(ConfigError, match=r"model must be an ofa.OFAModel .*got Linear"):
+        Trainer(make_config(valid_data=None), model=nn.Linear(2, 2), progress=False)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ofa.errors import ConfigError
+from ofa.model import OFAModel
 from ofa.trainer.loss import LossOutput
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,9 +77,9 @@ class CriterionContext:
     tokenizer: Any
     tasks: Sequence[Any]
     datasets: Sequence[Any]
-    model: nn.Module
+    model: OFAModel
     device: torch.device
-    full_model: Callable[[], contextlib.AbstractContextManager[nn.Module]]
+    full_model: Callable[[], contextlib.AbstractContextManager[OFAModel]]
     train_mode: Callable[[], None]
 
 

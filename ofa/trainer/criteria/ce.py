@@ -65,6 +65,9 @@ class LabelSmoothedCE:
 
     def loss(self, model: nn.Module, prepared: Prepared) -> LossOutput:
         batch = prepared.batch
+        if batch.target is None:
+            raise DataError(f"task {self.tasks[prepared.task_index].name!r} gave a training batch without targets "
+                            f"(its encode(training=True) must set Sample.target)")
         code_masks = batch.code_masks if bool(batch.code_masks.any()) else None
         out = model(batch.src_tokens, batch.prev_output_tokens, batch.patch_images, batch.patch_masks, code_masks)
         weights = batch.weights if bool((batch.weights != 1).any()) else None
