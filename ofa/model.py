@@ -120,6 +120,7 @@ class OFAModel(nn.Module):
         patch_images: torch.Tensor | None = None,
         patch_masks: torch.Tensor | None = None,
         return_states: bool = False,
+        sample_patch_num: int | None = None,
     ) -> EncoderOutput:
         """Encode instructions and (optionally) images.
 
@@ -128,6 +129,7 @@ class OFAModel(nn.Module):
             patch_images: ``[b, 3, H, W]`` images normalised to [-1, 1] (or per the task), or None.
             patch_masks: ``[b]`` bool; False removes that sample's image (its patches become padding).
             return_states: also return the per-layer states and the ResNet features.
+            sample_patch_num: keep this many random patches per image (OFA pretraining); None keeps all.
 
         Returns:
             :class:`EncoderOutput` (batch-first).
@@ -145,7 +147,11 @@ class OFAModel(nn.Module):
             raise InputError("patch_masks marks images as present but patch_images is None")
         else:
             patch_masks = None
-        return self.encoder(src_tokens, patch_images, patch_masks, return_states=return_states)
+        if sample_patch_num is not None and (isinstance(sample_patch_num, bool) or
+                                             not isinstance(sample_patch_num, int)):
+            raise InputError(f"sample_patch_num must be an int or None, got {sample_patch_num!r}")
+        return self.encoder(src_tokens, patch_images, patch_masks, return_states=return_states,
+                            sample_patch_num=sample_patch_num)
 
     # -- decoder ----------------------------------------------------------------------------------------------
     def max_decoder_length(self, code_rows: bool = False) -> int:
@@ -203,9 +209,11 @@ class OFAModel(nn.Module):
         patch_images: torch.Tensor | None = None,
         patch_masks: torch.Tensor | None = None,
         code_masks: torch.Tensor | None = None,
+        sample_patch_num: int | None = None,
     ) -> DecoderOutput:
-        """Encode then decode with teacher forcing; returns :class:`DecoderOutput` (``.logits [n, T, V]``)."""
-        encoder_out = self.encode(src_tokens, patch_images, patch_masks)
+        """Encode then decode with teacher forcing; returns :class:`DecoderOutput` (``.logits [n, T, V]``).
+        ``sample_patch_num`` keeps that many random patches per image (see :meth:`encode`)."""
+        encoder_out = self.encode(src_tokens, patch_images, patch_masks, sample_patch_num=sample_patch_num)
         return self.decode(prev_output_tokens, encoder_out, code_masks)
 
     def init_cache(

@@ -37,5 +37,6 @@ def position_bias(
 
 
 def gather_rel_bias(table: nn.Embedding, index: torch.Tensor) -> torch.Tensor:
-    """Per-head relative bias ``[h, tq, tk]`` from a ``[rows, h]`` table and a ``[tq, tk]`` row index."""
-    return table.weight[index].permute(2, 0, 1)
+    """Per-head relative bias ``[h, tq, tk]`` from a ``[rows, h]`` table and a ``[tq, tk]`` row index (``[b, h, tq,
+    tk]`` from a per-sample ``[b, tq, tk]`` index)."""
+    return table.weight[index].movedim(-1, -3)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ofa.errors import InputError
 from ofa.nn.embeddings import gather_rel_bias, position_bias
 from ofa.nn.layers import EncoderLayer
 from ofa.nn.rel_pos import image_bucket_index, image_position_ids, token_rel_positions
@@ -117,18 +118,30 @@ class OFAEncoder(nn.Module):
             x = x + self.type_embedding.weight[0]
         return F.dropout(self.layernorm_embedding(x), p=self.dropout, training=self.training)
 
-    def _embed_images(self, patch_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    def _embed_images(self, patch_images: torch.Tensor, sample_patch_num: int | None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Patch embeddings ``[b, n, D]``, the ResNet features, the grid's position ids ``[N]`` and the kept
+        patches ``[b, n]`` (None: all ``N`` patches, in raster order)."""
         assert self.embed_images is not None and self.image_proj is not None
         features = self.embed_images(patch_images)  # [b, C, h, w]
         h, w = features.shape[-2:]
-        x = self.image_proj(features.flatten(2).transpose(1, 2))
+        grid_ids = image_position_ids(h, w, self.image_bucket_size, device=features.device)  # [N]
+        patches = features.flatten(2).transpose(1, 2)  # [b, N, C]
+        kept = None
+        if sample_patch_num is not None:
+            num = patches.shape[1]
+            if not 1 <= sample_patch_num <= num:
+                raise InputError(f"sample_patch_num ({sample_patch_num}) must be in [1, {num}] for a {h}x{w} grid")
+            # k distinct patches per sample, uniformly at random and in random order (OFA's random.sample).
+            kept = torch.rand(patches.shape[0], num, device=patches.device).argsort(dim=1)[:, :sample_patch_num]
+            patches = patches.gather(1, kept[:, :, None].expand(-1, -1, patches.shape[2]))
+        x = self.image_proj(patches)
         if self.entangle_position_embedding:
-            ids = image_position_ids(h, w, self.image_bucket_size, device=x.device)
-            x = x + self.embed_image_positions(ids)
+            x = x + self.embed_image_positions(grid_ids if kept is None else grid_ids[kept])
         if self.type_embedding is not None:
             x = x + self.type_embedding.weight[1]
         x = F.dropout(self.patch_layernorm_embedding(x), p=self.dropout, training=self.training)
-        return x, features, (h, w)
+        return x, features, grid_ids, kept
 
     def forward(
         self,
@@ -136,6 +149,7 @@ class OFAEncoder(nn.Module):
         patch_images: torch.Tensor | None = None,
         patch_masks: torch.Tensor | None = None,
         return_states: bool = False,
+        sample_patch_num: int | None = None,
     ) -> EncoderOutput:
         """Encode a batch (inputs are validated by :class:`ofa.model.OFAModel`).
 
@@ -144,6 +158,9 @@ class OFAEncoder(nn.Module):
             patch_images: ``[b, 3, H, W]`` normalised images, or None for a text-only batch.
             patch_masks: ``[b]`` bool, False masks a sample's image out entirely (default all True).
             return_states: keep the embedding output and every layer's output.
+            sample_patch_num: keep only this many patches of each image, drawn at random per sample (OFA's
+                pretraining on image-text pairs); their position ids, absolute and relative biases are gathered
+                with them, so the geometry of the kept patches is unchanged. None keeps every patch.
         """
         b, length = src_tokens.shape
         device = src_tokens.device
@@ -152,27 +169,33 @@ class OFAEncoder(nn.Module):
         text_pos = self.pos_ln(self.embed_positions.weight[:length])  # [L, D]
         image_features = None
         num_patches = 0
+        image_index = None
         if patch_images is not None:
-            x_img, image_features, (h, w) = self._embed_images(patch_images)
-            num_patches = h * w
-            image_ids = image_position_ids(h, w, self.image_bucket_size, device=device)
-            image_pos = self.image_pos_ln(self.embed_image_positions(image_ids))  # [N, D]
+            x_img, image_features, grid_ids, kept = self._embed_images(patch_images, sample_patch_num)
+            num_patches = x_img.shape[1]
+            image_pos = self.image_pos_ln(self.embed_image_positions(grid_ids))  # [N, D]
+            image_index = image_bucket_index(grid_ids, grid_ids, self.image_bucket_size)  # [N, N]
+            if kept is not None:  # per sample: [b, n, D] positions and a [b, n, n] table index
+                image_pos = image_pos[kept]
+                image_index = image_index[kept[:, :, None], kept[:, None, :]]
             if patch_masks is None:
                 image_pad = torch.zeros(b, num_patches, dtype=torch.bool, device=device)
             else:
                 image_pad = (~patch_masks.bool())[:, None].expand(b, num_patches)
             x = torch.cat([x_img, x], dim=1)
             padding_mask = torch.cat([image_pad, padding_mask], dim=1)
-            positions = torch.cat([image_pos, text_pos], dim=0)
+            if kept is None:
+                positions = torch.cat([image_pos, text_pos], dim=0).unsqueeze(0)
+            else:
+                positions = torch.cat([image_pos, text_pos.unsqueeze(0).expand(b, -1, -1)], dim=1)
         else:
-            positions = text_pos
-        positions = positions.unsqueeze(0)  # [1, s, D]: identical for every sample
+            positions = text_pos.unsqueeze(0)
+        # positions: [1, s, D] when identical for every sample, [b, s, D] with sampled patches
         abs_bias = position_bias(self.pos_q_linear, self.pos_k_linear, positions, positions, self.num_heads,
-                                 self.scaling)  # [1, h, s, s]
+                                 self.scaling)  # [1 or b, h, s, s]
 
         text_index = token_rel_positions(torch.arange(length, device=device), torch.arange(length, device=device),
                                          self.token_bucket_size)
-        image_index = image_bucket_index(image_ids, image_ids, self.image_bucket_size) if num_patches else None
         pad_bias = torch.zeros(padding_mask.shape, dtype=x.dtype, device=device).masked_fill(
             padding_mask, float("-inf"))[:, None, None, :]  # [b, 1, 1, s]
 
@@ -180,11 +203,11 @@ class OFAEncoder(nn.Module):
             x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
         states = [x] if return_states else None
         for index, layer in enumerate(self.layers):
-            rel = torch.zeros_like(abs_bias[0])  # [h, s, s]
-            rel[:, num_patches:, num_patches:] = gather_rel_bias(self.token_rel_pos_table_list[index], text_index)
+            rel = torch.zeros_like(abs_bias if image_index is not None and image_index.dim() == 3 else abs_bias[0])
+            rel[..., num_patches:, num_patches:] = gather_rel_bias(self.token_rel_pos_table_list[index], text_index)
             if image_index is not None:
-                rel[:, :num_patches, :num_patches] = gather_rel_bias(self.image_rel_pos_table_list[index],
-                                                                     image_index)
+                rel[..., :num_patches, :num_patches] = gather_rel_bias(self.image_rel_pos_table_list[index],
+                                                                       image_index)
             bias = (abs_bias + rel).to(x.dtype) + pad_bias  # [b, h, s, s]
             x = layer(x, bias)
             if states is not None:
@@ -193,7 +216,7 @@ class OFAEncoder(nn.Module):
         return EncoderOutput(
             hidden=x,
             padding_mask=padding_mask,
-            position_embeddings=positions.expand(b, -1, -1),
+            position_embeddings=positions.expand(b, -1, -1),  # a view when shared
             states=states,
             image_features=image_features if return_states else None,
         )
