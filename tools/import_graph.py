@@ -33,6 +33,7 @@ FLOORS: list[list[str]] = [
     ["ofa.data"],
     ["ofa.vqgan"],
     ["ofa.tasks"],
+    ["ofa.pretraining"],  # the pretraining task and its examples: a task floor of its own
     ["ofa.pipeline"],
     ["ofa.evaluation"],
     ["ofa.trainer"],

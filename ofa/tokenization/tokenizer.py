@@ -326,6 +326,18 @@ class OFATokenizer:
         ids.extend(self._encode_plain(text[pos:]))
         return ids
 
+    def word_starts(self, ids: Sequence[int]) -> list[bool]:
+        """Per id, whether it is a GPT-2 text token that begins with a space (``Ġ``): BART's word-initial tokens.
+
+        Specials, ``<mask>``, codes and bins are not word starts.
+        """
+        space = "\u0120"  # GPT-2's printable stand-in for the byte 0x20
+        starts = []
+        for i in ids:
+            g = self._id_to_gpt2.get(int(i))
+            starts.append(g is not None and self.bpe.id_to_token(g).startswith(space))
+        return starts
+
     def encode_source(self, text: str) -> list[int]:
         """``[bos] + encode(text) + [eos]`` (encoder input)."""
         return [self.bos_id, *self.encode(text), self.eos_id]
