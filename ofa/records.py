@@ -15,7 +15,7 @@ import torch
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-__all__ = ["Example", "Sample", "Prediction", "ParsesRows", "ParsesRecords"]
+__all__ = ["Example", "Sample", "Prediction", "ParsesRows", "ParsesRecords", "EncodesGroups"]
 
 
 @dataclass
@@ -56,6 +56,8 @@ class Sample:
         weight: per-sample loss weight (VQA answer confidence).
         constraint: per target position, the allowed next ids (trie tasks), or None.
         meta: what decode/score need later (original image size, resize ratios, references, ...).
+        part: which forward pass of a training step the sample joins (0 for every task but pretraining, whose
+            text/image-infilling and detection samples take a second pass: ``ofa.pretraining``).
     """
 
     id: Any
@@ -69,6 +71,7 @@ class Sample:
     weight: float = 1.0
     constraint: list[list[int]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    part: int = 0
 
 
 @dataclass
@@ -99,6 +102,14 @@ class ParsesRows(Protocol):
     """A task that reads rows of its OFA TSV layout (the fields of one line, split on tabs)."""
 
     def parse_row(self, fields: Sequence[str]) -> Example: ...
+
+
+@runtime_checkable
+class EncodesGroups(Protocol):
+    """A task whose training rows each give several samples (OFA pretraining: two per image-text row, plus the
+    text/image-infilling and detection samples every few rows). ``index`` is the row's index in its file."""
+
+    def encode_group(self, example: Example, tok: Any, training: bool, index: int) -> list[Sample]: ...
 
 
 @runtime_checkable

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
 from ofa.errors import DataError
+from ofa.records import Sample
 from ofa.tokenization.vocab import PAD_ID
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ofa.records import Sample
 
-__all__ = ["Batch", "collate", "pad_sequences"]
+__all__ = ["Batch", "PartedBatch", "collate", "collate_parts", "pad_sequences"]
 
 
 @dataclass(eq=False)  # tensors have no single truth value, so no generated __eq__
@@ -75,6 +74,33 @@ class Batch:
             if isinstance(value, torch.Tensor):
                 moved[f.name] = value.to(device, non_blocking=non_blocking)
         return dataclasses.replace(self, **moved)
+
+
+@dataclass(eq=False)
+class PartedBatch:
+    """The samples of one micro-batch that take separate forward passes, one :class:`Batch` per ``Sample.part``
+    (None where a part has no sample): OFA pretraining's image-text batch ("v1") and its text/image-infilling
+    and detection batch ("v2"), which differ in image size and patch sampling."""
+
+    parts: tuple[Batch | None, ...]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts if p is not None)
+
+    @property
+    def ntokens(self) -> int:
+        return sum(p.ntokens for p in self.parts if p is not None)
+
+    @property
+    def ids(self) -> list[Any]:
+        return [i for p in self.parts if p is not None for i in p.ids]
+
+    def map(self, fn: Callable[[Batch], Batch]) -> PartedBatch:
+        """``fn`` applied to every part."""
+        return PartedBatch(tuple(None if p is None else fn(p) for p in self.parts))
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> PartedBatch:
+        return self.map(lambda p: p.to(device, non_blocking=non_blocking))
 
 
 def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int, what: str = "sequences") -> torch.Tensor:
@@ -140,6 +166,29 @@ def _collate_images(samples: Sequence[Sample]) -> tuple[torch.Tensor | None, tor
     return patch_images, patch_masks
 
 
+def collate_parts(items: Sequence[Sample | Sequence[Sample] | None], pad_id: int = PAD_ID) -> Batch | PartedBatch:
+    """Collate dataset items that may be groups of samples (a task's ``encode_group``): a :class:`Batch` when
+    every sample has ``part`` 0, else a :class:`PartedBatch` with one batch per part.
+
+    Raises:
+        DataError: as :func:`collate`, or a negative ``part``.
+    """
+    flat: list[Sample | None] = []
+    for item in items:
+        if item is None or isinstance(item, Sample):
+            flat.append(item)
+        else:
+            flat.extend(item)
+    kept = [s for s in flat if s is not None]
+    parts = {getattr(s, "part", 0) for s in kept}
+    if parts <= {0}:
+        return collate(flat, pad_id)
+    if any(not isinstance(p, int) or p < 0 for p in parts):
+        raise DataError(f"Sample.part must be an int >= 0, got {sorted(parts, key=str)}")
+    return PartedBatch(tuple(_collate([s for s in kept if s.part == p], pad_id) if p in parts else None
+                             for p in range(max(parts) + 1)))
+
+
 def collate(samples: Sequence[Sample | None], pad_id: int = PAD_ID) -> Batch:
     """Pad and stack samples into a :class:`Batch`.
 
@@ -166,7 +215,13 @@ def collate(samples: Sequence[Sample | None], pad_id: int = PAD_ID) -> Batch:
     for s in kept:
         if not hasattr(s, "source") or not hasattr(s, "decoder_prompt"):
             raise DataError(f"collate expects Sample records, got {type(s).__name__}")
+    parts = sorted({s.part for s in kept}, key=str)
+    if parts != [0]:
+        raise DataError(f"samples for several forward passes (Sample.part {parts}) need collate_parts")
+    return _collate(kept, pad_id)
 
+
+def _collate(kept: list[Sample], pad_id: int) -> Batch:
     patch_images, patch_masks = _collate_images(kept)
 
     targets = _id_lists(kept, "target")

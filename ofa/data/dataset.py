@@ -28,7 +28,7 @@ from ofa.data.jsonl import ImageFolderRecords, JSONLFile
 from ofa.data.lines import shard_for_worker, shard_range
 from ofa.data.tsv import TSVFile
 from ofa.errors import DataError
-from ofa.records import Example, ParsesRecords, ParsesRows, Sample
+from ofa.records import EncodesGroups, Example, ParsesRecords, ParsesRows, Sample
 
 if TYPE_CHECKING:  # pragma: no cover
     from ofa.tokenization import OFATokenizer
@@ -102,7 +102,7 @@ class _RowEncoding:
         self.last_bad_reason: str | None = None
         self._known_bad: set[int] = set()
 
-    def _encode_row(self, index: int) -> Sample | None:
+    def _encode_row(self, index: int) -> Sample | list[Sample] | None:
         """The sample of row ``index``, or None when the row is bad (counted, logged; raises past the limit)."""
         try:
             source = self.source
@@ -110,6 +110,8 @@ class _RowEncoding:
                 example = cast(ParsesRows, self.task).parse_row(source[index])
             else:
                 example = cast(ParsesRecords, self.task).parse_record(source[index], self.image_root)
+            if isinstance(self.task, EncodesGroups):
+                return self.task.encode_group(example, self.tokenizer, self.training, index)
             return self.task.encode(example, self.tokenizer, training=self.training)
         except MemoryError:
             raise
@@ -177,7 +179,7 @@ class TaskDataset(_RowEncoding, torch.utils.data.Dataset):
         return (f"TaskDataset({self.source!r}, task={getattr(self.task, 'name', '?')!r}, "
                 f"training={self.training}, bad_rows={self.bad_rows})")
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, index: int) -> Sample | list[Sample]:
         """The sample of row ``index``, or of the next good row after it (wrapping around) if it is bad.
 
         Raises:
@@ -243,7 +245,7 @@ class ShardedTaskIterable(_RowEncoding, torch.utils.data.IterableDataset):
         shard_id, num_shards = shard_for_worker(self.rank, self.world_size)
         return shard_range(len(self.source), shard_id, num_shards)
 
-    def __iter__(self) -> Iterator[Sample]:
+    def __iter__(self) -> Iterator[Sample | list[Sample]]:
         for row in self.shard():
             if row in self._known_bad:
                 continue

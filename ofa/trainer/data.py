@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ofa.data.collate import Batch, collate
+from ofa.data.collate import Batch, PartedBatch, collate_parts
 from ofa.errors import DataError
 
 __all__ = ["StreamState", "TaskStream", "pick_task"]
@@ -51,7 +51,7 @@ class TaskStream:
         if len(dataset) < self.chunk:
             raise DataError(f"the dataset has {len(dataset)} samples, fewer than one draw of "
                             f"micro_batch_size x world_size = {self.chunk}")
-        self._iterator: Iterator[Batch] | None = None
+        self._iterator: Iterator[Batch | PartedBatch] | None = None
 
     @property
     def draws_per_epoch(self) -> int:
@@ -61,7 +61,7 @@ class TaskStream:
         g = torch.Generator().manual_seed(self.seed + epoch)
         return torch.randperm(len(self.dataset), generator=g)
 
-    def _batches(self) -> Iterator[Batch]:
+    def _batches(self) -> Iterator[Batch | PartedBatch]:
         while True:
             order = self._order(self.state.epoch)
             starts = range(self.state.consumed, self.draws_per_epoch * self.chunk, self.chunk)
@@ -72,12 +72,12 @@ class TaskStream:
             generator = torch.Generator().manual_seed(self.seed + self.state.epoch)
             loader = torch.utils.data.DataLoader(
                 self.dataset, batch_sampler=index_lists, num_workers=self.num_workers, generator=generator,
-                collate_fn=lambda samples: collate(samples, pad_id=self.pad_id))
+                collate_fn=lambda samples: collate_parts(samples, pad_id=self.pad_id))
             for batch in loader:
                 yield batch
             self.state = StreamState(epoch=self.state.epoch + 1, consumed=0)
 
-    def next(self) -> Batch:
+    def next(self) -> Batch | PartedBatch:
         """The next micro-batch of this rank (advances the position)."""
         if self._iterator is None:
             self._iterator = self._batches()

@@ -22,12 +22,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ofa.data.collate import Batch, PartedBatch
 from ofa.errors import ConfigError
 from ofa.trainer.distributed import DistInfo
 from ofa.trainer.optim import PolynomialDecay, build_optimizer
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ofa.data.collate import Batch
     from ofa.trainer.config import BatchPlan, TrainerConfig
 
 __all__ = ["Engine", "TorchEngine", "ENGINES", "register_engine", "engine_class", "build_engine"]
@@ -47,7 +47,7 @@ class Engine(Protocol):
     model: nn.Module  # the bare OFAModel
     backward_per_forward: bool  # each micro-batch's backward must follow its own forward (DeepSpeed ZeRO-3)
 
-    def cast_inputs(self, batch: Batch) -> Batch: ...
+    def cast_inputs(self, batch: Batch | PartedBatch) -> Batch | PartedBatch: ...
     def loss_scale(self, total_tokens: float) -> float: ...
     def no_sync(self, last_micro: bool) -> contextlib.AbstractContextManager[Any]: ...
     def backward(self, loss: torch.Tensor) -> None: ...
@@ -108,8 +108,13 @@ class TorchEngine:
         self.world_size = world_size
         self.rank = rank
 
-    def cast_inputs(self, batch: Batch) -> Batch:
+    def cast_inputs(self, batch: Batch | PartedBatch) -> Batch | PartedBatch:
         """Images in the model's dtype (a bf16 model meets bf16 pixels; DeepSpeed casts them itself)."""
+        if isinstance(batch, PartedBatch):
+            return batch.map(self._cast)
+        return self._cast(batch)
+
+    def _cast(self, batch: Batch) -> Batch:
         if self.input_dtype is not None and batch.patch_images is not None:
             batch.patch_images = batch.patch_images.to(self.input_dtype)
         return batch

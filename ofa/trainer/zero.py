@@ -24,7 +24,7 @@ from ofa.trainer.distributed import DistInfo
 from ofa.trainer.optim import PolynomialDecay, build_optimizer
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ofa.data.collate import Batch
+    from ofa.data.collate import Batch, PartedBatch
     from ofa.trainer.config import BatchPlan, TrainerConfig
 
 __all__ = ["deepspeed_config", "DeepSpeedEngine"]
@@ -286,7 +286,7 @@ class DeepSpeedEngine:
         self.backward_per_forward = config.engine.zero_stage == 3
         self._pending = 0
 
-    def cast_inputs(self, batch: Batch) -> Batch:
+    def cast_inputs(self, batch: Batch | PartedBatch) -> Batch | PartedBatch:
         return batch  # DeepSpeed casts the inputs of a bf16 / fp16 module itself
 
     def loss_scale(self, total_tokens: float) -> float:

@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 import torch
 from torch import nn
 
+from ofa.data.collate import Batch, PartedBatch
 from ofa.errors import ConfigError
 from ofa.model import OFAModel
 from ofa.trainer.loss import LossOutput
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ofa.data.collate import Batch
     from ofa.trainer.config import TrainerConfig
 
 __all__ = ["Criterion", "CriterionConfig", "CriterionContext", "Prepared", "CRITERIA", "register_criterion",
-           "criterion_class", "build_criterion"]
+           "criterion_class", "build_criterion", "single_batch"]
 
 # name -> "module:Class", imported on first use.
 CRITERIA: dict[str, str] = {
@@ -52,7 +52,7 @@ class Prepared:
     """
 
     task_index: int
-    batch: Batch
+    batch: Batch | PartedBatch
     ntokens: int
     step: int
     extra: dict[str, Any] = field(default_factory=dict)
@@ -95,11 +95,24 @@ class CriterionConfig(Protocol):
 class Criterion(Protocol):
     """A training criterion (see the module docstring)."""
 
-    def prepare(self, batch: Batch, task_index: int, step: int) -> Prepared:
+    def prepare(self, batch: Batch | PartedBatch, task_index: int, step: int) -> Prepared:
         """Rollouts, targets and token counts of one micro-batch (may run the model in eval mode)."""
 
     def loss(self, model: nn.Module, prepared: Prepared) -> LossOutput:
         """The summed loss and NLL over ``prepared.ntokens`` tokens, with a graph for backward."""
+
+
+def single_batch(batch: Batch | PartedBatch, criterion: str) -> Batch:
+    """``batch`` for a criterion that runs one forward pass per micro-batch.
+
+    Raises:
+        ConfigError: ``batch`` holds samples for several forward passes (a task with ``Sample.part``, i.e. the
+            ``pretrain`` task), which only the ``pretrain`` criterion trains on.
+    """
+    if isinstance(batch, PartedBatch):
+        raise ConfigError(f"criterion {criterion!r} trains one forward pass per micro-batch, but the task gave "
+                          "samples for several (Sample.part, as the pretrain task does); use criterion 'pretrain'")
+    return batch
 
 
 def register_criterion(name: str, cls: type, replace: bool = False) -> None:

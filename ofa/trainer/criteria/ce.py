@@ -9,11 +9,11 @@ from torch import nn
 
 from ofa.errors import ConfigError, DataError
 from ofa.tasks.base import ConstrainsTraining
-from ofa.trainer.criteria import CriterionContext, Prepared
+from ofa.trainer.criteria import CriterionContext, Prepared, single_batch
 from ofa.trainer.loss import LossOutput, label_smoothed_cross_entropy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ofa.data.collate import Batch
+    from ofa.data.collate import Batch, PartedBatch
     from ofa.trainer.config import TrainerConfig
 
 __all__ = ["LabelSmoothedCE"]
@@ -54,7 +54,8 @@ class LabelSmoothedCE:
         already done, i.e. the step index."""
         return self.config.drop_worst_ratio if step > self.config.drop_worst_after else 0.0
 
-    def prepare(self, batch: Batch, task_index: int, step: int) -> Prepared:
+    def prepare(self, batch: Batch | PartedBatch, task_index: int, step: int) -> Prepared:
+        batch = single_batch(batch, "ce")
         if batch.target is None:
             raise DataError(f"task {self.tasks[task_index].name!r} produced samples without training targets")
         ntokens = int(batch.target.ne(self.tokenizer.pad_id).sum())
@@ -64,7 +65,7 @@ class LabelSmoothedCE:
         return Prepared(task_index, batch, ntokens, step)
 
     def loss(self, model: nn.Module, prepared: Prepared) -> LossOutput:
-        batch = prepared.batch
+        batch = single_batch(prepared.batch, "ce")
         if batch.target is None:
             raise DataError(f"task {self.tasks[prepared.task_index].name!r} gave a training batch without targets "
                             f"(its encode(training=True) must set Sample.target)")

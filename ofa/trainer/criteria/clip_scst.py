@@ -13,13 +13,13 @@ from ofa.errors import ConfigError
 from ofa.metrics.image_text import build_scorer
 from ofa.tasks.base import GeneratesImages
 from ofa.trainer.clip_scst import clip_scst_loss, sample_clip_scst
-from ofa.trainer.criteria import CriterionContext, Prepared
+from ofa.trainer.criteria import CriterionContext, Prepared, single_batch
 from ofa.trainer.loss import LossOutput
 from ofa.vqgan import load_vqgan
 from ofa.vqgan.codes import check_codebook
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ofa.data.collate import Batch
+    from ofa.data.collate import Batch, PartedBatch
     from ofa.trainer.config import TrainerConfig
 
 __all__ = ["ClipSCST"]
@@ -61,7 +61,8 @@ class ClipSCST:
         self.vqgan = load_vqgan(config.vqgan, map_location=context.device)
         check_codebook(self.vqgan, context.tokenizer)
 
-    def prepare(self, batch: Batch, task_index: int, step: int) -> Prepared:
+    def prepare(self, batch: Batch | PartedBatch, task_index: int, step: int) -> Prepared:
+        batch = single_batch(batch, "clip_scst")
         ctx = self.context
         task = ctx.tasks[task_index]
         assert isinstance(task, GeneratesImages)  # checked when built

@@ -15,11 +15,11 @@ from ofa.errors import ConfigError
 from ofa.generation.config import GenerationConfig
 from ofa.generation.generate import generate
 from ofa.metrics.cider import CiderDScorer
-from ofa.trainer.criteria import CriterionContext, Prepared
+from ofa.trainer.criteria import CriterionContext, Prepared, single_batch
 from ofa.trainer.loss import LossOutput, leave_one_out, scst_loss
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ofa.data.collate import Batch
+    from ofa.data.collate import Batch, PartedBatch
     from ofa.trainer.config import TrainerConfig
 
 __all__ = ["SCST", "scst_text"]
@@ -66,7 +66,8 @@ class SCST:
             raise ConfigError("SCST needs reference captions in the training samples (the caption task)")
         return CiderDScorer.from_references([[scst_text(r) for r in rs] for rs in refs if rs])
 
-    def prepare(self, batch: Batch, task_index: int, step: int) -> Prepared:
+    def prepare(self, batch: Batch | PartedBatch, task_index: int, step: int) -> Prepared:
+        batch = single_batch(batch, "scst")
         ctx = self.context
         tok = ctx.tokenizer
         k = self.config.beam_size
@@ -102,7 +103,7 @@ class SCST:
                         stats={"scst_cider": float(scores.mean())})
 
     def loss(self, model: nn.Module, prepared: Prepared) -> LossOutput:
-        batch = prepared.batch
+        batch = single_batch(prepared.batch, "scst")
         # The encoder runs once per image: the model decodes the k captions of an image as k rows that share its
         # encoder output (rows i*k .. i*k+k-1 belong to image i).
         out = model(batch.src_tokens, prepared.extra["prev"], batch.patch_images, batch.patch_masks)
