@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from ofa.errors import DataError
 from ofa.records import Sample
 from ofa.tokenization.vocab import PAD_ID
-
 
 __all__ = ["Batch", "PartedBatch", "collate", "collate_parts", "pad_sequences"]
 

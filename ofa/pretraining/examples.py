@@ -103,6 +103,7 @@ class PretrainExamples:
         """The two v1 samples of an image-text row."""
         if row.type == "visual_grounding":
             return self._grounding(row, generator)
+        negatives = self._negatives(row.id)  # needed on every draw, so a missing resource fails at once
         image = image_text_transform(row.image, self.image_size, generator)
         if row.type == "caption":
             caption = pre_caption(row.caption, self.max_tgt_length)
@@ -112,8 +113,7 @@ class PretrainExamples:
             main = self._sample(row.id, "caption", INSTRUCTIONS["caption"], target, image)
             src_caption = pre_caption(row.caption, self.max_src_length)
             positive = _coin(generator) >= 0.5
-            shown = src_caption if positive else self._negatives(row.id).caption(src_caption, row.gt_objects,
-                                                                                 generator)
+            shown = src_caption if positive else negatives.caption(src_caption, row.gt_objects, generator)
             match = self._sample(row.id, "itm", INSTRUCTIONS["itm"].format(shown),
                                  self.tok.encode(" yes" if positive else " no"), image)
             return [main, match]
@@ -123,7 +123,7 @@ class PretrainExamples:
         question = pre_question(row.question, self.max_src_length)
         main = self._sample(row.id, "vqa", f" {question}", self.tok.encode(f" {answer}"), image, weight=confidence)
         positive = _coin(generator) >= 0.5
-        shown = answer if positive else self._negatives(row.id).answer(answer, confidence, generator)
+        shown = answer if positive else negatives.answer(answer, confidence, generator)
         match = self._sample(row.id, "vqa_match", INSTRUCTIONS["vqa_match"].format(question, shown),
                              self.tok.encode(" yes" if positive else " no"), image)
         return [main, match]

@@ -61,7 +61,7 @@ __all__ = ["WorldConfig", "WorldObject", "Scene", "Reference", "Question", "Enta
 logger = logging.getLogger(__name__)
 
 FORMAT = "ofa.world.v1"
-SPLITS = ("train", "valid")
+SPLITS = ("train", "valid", "pretrain")  # "pretrain": the pretraining mixture's own images
 # File stem of each task's TSVs (``{stem}_{split}.tsv``) -> the registered task that reads it.
 TASK_FILES = {"caption": "caption", "refcoco": "refcoco", "vqa": "vqa_gen", "snli_ve": "snli_ve",
               "classify": "image_classify", "region": "region_caption"}

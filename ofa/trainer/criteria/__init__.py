@@ -33,6 +33,7 @@ CRITERIA: dict[str, str] = {
     "ce": "ofa.trainer.criteria.ce:LabelSmoothedCE",
     "scst": "ofa.trainer.criteria.scst:SCST",
     "clip_scst": "ofa.trainer.criteria.clip_scst:ClipSCST",
+    "pretrain": "ofa.trainer.criteria.pretrain:PretrainLoss",
 }
 _REGISTERED: dict[str, type] = {}
 
