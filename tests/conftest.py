@@ -4,6 +4,7 @@ image files."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any, Callable
 
@@ -126,3 +127,16 @@ def image_file(tmp_path: Path) -> Callable[..., Path]:
 def pil_image() -> Callable[..., Image.Image]:
     """:func:`make_image` as a fixture (test modules cannot import a conftest under importlib mode)."""
     return make_image
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """``free_port()``: a TCP port nobody listens on now (for MASTER_PORT / ``--master_port``); test modules
+    cannot import this conftest by name under importlib mode."""
+    return _free_port

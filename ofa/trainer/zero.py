@@ -297,6 +297,13 @@ class DeepSpeedEngine:
         return contextlib.nullcontext()  # DeepSpeed reduces at accumulation boundaries itself
 
     def backward(self, loss: torch.Tensor) -> None:
+        if self.zero_stage < 3:
+            # Every rank must reduce gradients for the same parameters, or ZeRO's buckets differ between ranks
+            # (a collective mismatch). A micro-batch may leave some parameters unused on one rank only (no
+            # image-code rows there, say): a zero-weighted term gives every parameter an exact zero gradient.
+            # ZeRO-3 partitions parameters outside forward and tracks use through its own hooks.
+            touched = sum(p.reshape(-1)[:1].sum() for p in self.model.parameters() if p.requires_grad)
+            loss = loss + 0.0 * touched
         self.ds.backward(loss)
         self._pending += 1
         if self._pending < self.plan.grad_accum:

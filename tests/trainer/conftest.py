@@ -3,7 +3,6 @@ and a factory of small ``ofa-test`` run configs."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any, Callable
 
@@ -63,15 +62,3 @@ def make_config(world: Path, tokenizer_dir: Path, tmp_path: Path) -> Callable[..
 
     return make
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def free_port() -> Callable[[], int]:
-    """``free_port()``: a TCP port nobody listens on now (for MASTER_PORT / ``--master_port``); test modules
-    cannot import this conftest by name under importlib mode."""
-    return _free_port
