@@ -12,7 +12,7 @@ merge; spans that only touch leave two adjacent ``<mask>`` tokens, as in BART.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -41,12 +41,15 @@ class MaskedText:
         span_starts: positions in the input where the non-empty spans start.
         span_lengths: their drawn lengths in words (a span may end early at ``</s>``).
         inserted: number of ``<mask>`` tokens inserted for zero-length spans.
+        masked: positions in the input whose token was replaced by ``<mask>`` or deleted (what infilling must
+            restore).
     """
 
     tokens: list[int]
     span_starts: list[int]
     span_lengths: list[int]
     inserted: int
+    masked: list[int] = field(default_factory=list)
 
 
 class SpanMasking:
@@ -119,7 +122,8 @@ class SpanMasking:
         # A span that began inside another span lost its own <mask> with the deleted tokens: merged spans.
         if inserts:
             masked = self._insert(masked, inserts, generator)
-        return MaskedText(masked, span_starts, lengths, inserts)
+        hidden = sorted(set(span_starts) | {i for i in range(n) if not keep[i]})
+        return MaskedText(masked, span_starts, lengths, inserts, hidden)
 
     def _insert(self, tokens: list[int], count: int, generator: torch.Generator | None) -> list[int]:
         """Insert ``count`` masks at distinct random positions strictly between ``<s>`` and ``</s>``."""

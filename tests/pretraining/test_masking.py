@@ -47,6 +47,7 @@ def test_masking_invariants(flags: list[bool], seed: int) -> None:
     survivors = [w for w in words if all(t in kept for t in w)]
     assert [t for w in survivors for t in w] == kept[1:-1]
     assert all(not any(t in kept for t in w) for w in words if w not in survivors)
+    assert [t for i, t in enumerate(tokens) if i not in out.masked] == kept  # masked = what the masks hide
     # One <mask> per surviving span: never more masks than spans plus insertions.
     assert masked.count(MASK) <= len(out.span_lengths) + out.inserted
     assert masked.count(MASK) >= out.inserted + (1 if out.span_lengths else 0)
