@@ -65,8 +65,7 @@ class TaskStream:
         while True:
             order = self._order(self.state.epoch)
             starts = range(self.state.consumed, self.draws_per_epoch * self.chunk, self.chunk)
-            index_lists = [order[s + self.rank * self.micro: s + (self.rank + 1) * self.micro].tolist()
-                           for s in starts]
+            index_lists = _Draws(order, starts, self.rank * self.micro, self.micro)
             # A private generator: creating the loader must not draw from the global RNG, or a resumed run
             # (which creates it at another point) would see different dropout masks.
             generator = torch.Generator().manual_seed(self.seed + self.state.epoch)
@@ -94,6 +93,21 @@ class TaskStream:
         if self.state.consumed >= self.draws_per_epoch * self.chunk:
             self.state = StreamState(epoch=self.state.epoch + 1, consumed=0)
         self._iterator = None
+
+
+class _Draws:
+    """This rank's index lists of an epoch, made one draw at a time (an epoch of a many-GB file has millions of
+    rows: only the order tensor, 8 bytes per row, is held, not a list of Python ints)."""
+
+    def __init__(self, order: torch.Tensor, starts: range, offset: int, micro: int) -> None:
+        self.order, self.starts, self.offset, self.micro = order, starts, offset, micro
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for s in self.starts:
+            yield self.order[s + self.offset: s + self.offset + self.micro].tolist()
 
 
 def pick_task(ratios: list[float], seed: int, step: int, micro: int) -> int:
