@@ -24,7 +24,6 @@ from _common import emit, environment  # noqa: E402
 
 def _child(args: argparse.Namespace) -> None:
     """Run one engine in this process and print its JSON line (each engine gets a fresh process)."""
-    import torch
 
     import ofa
     from ofa.trainer import Trainer, TrainerConfig

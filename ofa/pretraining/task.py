@@ -111,8 +111,10 @@ class PretrainTask:
         return samples
 
     def encode(self, example: Example, tok: Any, training: bool = False) -> Sample:
-        """The row's main sample (caption, VQA or grounding)."""
-        return self.encode_group(example, tok, training, index=1)[0]
+        """The row's main sample (caption, VQA or grounding), with the example's id."""
+        sample = self.encode_group(example, tok, training, index=1)[0]
+        sample.id = example.id
+        return sample
 
     # -- inference --------------------------------------------------------------------------------------------
     def generation_config(self, tok: Any) -> GenerationConfig:

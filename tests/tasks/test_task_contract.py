@@ -20,6 +20,7 @@ from PIL import Image
 
 import ofa
 from ofa.data.collate import collate
+from ofa.pretraining.files import VLRow
 from ofa.tasks import task_info
 from ofa.tasks.base import Example, Prediction, Sample
 
@@ -52,6 +53,11 @@ EXAMPLES: dict[str, tuple[dict[str, Any], ExampleFactory, bool]] = {
                   lambda im, i: Example(id=i, text="a red square", target=[[1, 2], [3, 4 + i]]), False),
     "sst2": ({}, lambda im, i: Example(id=i, text="a wonderful little film" + "!" * i, target=str(i % 2)), False),
     "count_objects": ({"image_size": SIZE}, lambda im, i: Example(id=i, image=im, target=1 + i), True),
+    # Grounding rows need no negative-sample resources (caption and qa rows do: tests/pretraining covers them).
+    "pretrain": ({"image_size": SIZE, "aux_image_size": SIZE, "max_image_size": SIZE},
+                 lambda im, i: Example(id=i, image=im, text="the square on the left", extra={"row": VLRow(
+                     id=str(i), image=im, caption="the square on the left", question="", refs=f"{2 + i},3,30,40",
+                     gt_objects=[], dataset="test", type="visual_grounding")}), True),
 }
 
 EXAMPLE_PLUGIN = "count_objects"  # plugins/ofa-example-task: must be covered like a built-in
