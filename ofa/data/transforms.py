@@ -2,6 +2,7 @@
 
 * :func:`square_resize`: caption, VQA, SNLI-VE and ImageNet evaluation (bicubic to exactly S x S).
 * :func:`grounding_resize`: RefCOCO (the same resize, plus the ratios that map boxes into the resized image).
+* :class:`RandomAugment`: OFA's own ``RandomAugment(N=2, M=7)`` (ImageNet finetuning and image-text pretraining).
 * :class:`ImageNetTrainTransform`: ImageNet finetuning augmentation.
 * :func:`text_only_image`: the zero image that stands in for a missing image in a mixed batch.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageOps
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
@@ -26,6 +27,8 @@ __all__ = [
     "to_tensor",
     "square_resize",
     "grounding_resize",
+    "RandomAugment",
+    "RANDOM_AUGMENT_OPS",
     "ImageNetTrainTransform",
     "text_only_image",
 ]
@@ -154,19 +157,102 @@ def text_only_image(size: int) -> torch.Tensor:
     return torch.zeros(3, size, size, dtype=torch.float32)
 
 
+RANDOM_AUGMENT_OPS: tuple[str, ...] = ("Identity", "AutoContrast", "Equalize", "Brightness", "Sharpness", "ShearX",
+                                       "ShearY", "TranslateX", "TranslateY", "Rotate")
+_FILL = (128, 128, 128)
+
+
+def _signed(value: float, generator: torch.Generator | None) -> float:
+    return -value if float(torch.rand((), generator=generator)) > 0.5 else value
+
+
+def _affine(image: Image.Image, matrix: tuple[float, ...]) -> Image.Image:
+    return image.transform(image.size, Image.Transform.AFFINE, matrix, resample=Image.Resampling.NEAREST,
+                           fillcolor=_FILL)
+
+
+class RandomAugment:
+    """OFA's custom ``RandomAugment(N, M)`` (spec §5.5, §5.7), on PIL images.
+
+    Draws ``num_ops`` ops (with replacement) from ``ops``; each is applied with probability 0.5 at level
+    ``magnitude`` out of 10: enhance factor ``M/10 * 1.8 + 0.1`` (Brightness, Sharpness), shear ``±0.3 M/10``,
+    translation ``±translate * M/10`` pixels, rotation ``±30 M/10`` degrees (the sign drawn per op), fill grey
+    (128, 128, 128). Identity, AutoContrast and Equalize take no level. The ops are PIL's (the original uses its own
+    numpy/OpenCV versions of the same operations, so pixels can differ slightly, e.g. at interpolation).
+
+    Args:
+        num_ops: ops drawn per image (OFA: 2).
+        magnitude: level, 0..10 (OFA: 7).
+        ops: a subset of :data:`RANDOM_AUGMENT_OPS` (OFA's pretraining and ImageNet lists are all ten).
+        translate: pixels of translation at level 10 (OFA: 10, for 384-480 px images).
+
+    Raises:
+        DataError: a bad count, level or op name.
+    """
+
+    def __init__(self, num_ops: int = 2, magnitude: float = 7, ops: Sequence[str] = RANDOM_AUGMENT_OPS,
+                 translate: float = 10.0) -> None:
+        if isinstance(num_ops, bool) or not isinstance(num_ops, int) or num_ops < 0:
+            raise DataError(f"RandomAugment num_ops ({num_ops!r}) must be an int >= 0")
+        if not 0 <= magnitude <= 10:
+            raise DataError(f"RandomAugment magnitude ({magnitude!r}) must be in [0, 10]")
+        unknown = [op for op in ops if op not in RANDOM_AUGMENT_OPS]
+        if unknown or not ops:
+            raise DataError(f"RandomAugment ops {list(ops)!r}: unknown {unknown}; accepted: "
+                            f"{list(RANDOM_AUGMENT_OPS)} (at least one)")
+        if not translate >= 0:
+            raise DataError(f"RandomAugment translate ({translate!r}) must be >= 0 pixels")
+        self.num_ops, self.magnitude, self.ops, self.translate = num_ops, float(magnitude), tuple(ops), translate
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_ops={self.num_ops}, magnitude={self.magnitude:g})"
+
+    def _apply(self, name: str, image: Image.Image, generator: torch.Generator | None) -> Image.Image:
+        level = self.magnitude / 10
+        if name == "AutoContrast":
+            return ImageOps.autocontrast(image)
+        if name == "Equalize":
+            return ImageOps.equalize(image)
+        if name == "Brightness":
+            return ImageEnhance.Brightness(image).enhance(level * 1.8 + 0.1)
+        if name == "Sharpness":
+            return ImageEnhance.Sharpness(image).enhance(level * 1.8 + 0.1)
+        if name == "ShearX":
+            return _affine(image, (1, _signed(0.3 * level, generator), 0, 0, 1, 0))
+        if name == "ShearY":
+            return _affine(image, (1, 0, 0, _signed(0.3 * level, generator), 1, 0))
+        if name == "TranslateX":
+            return _affine(image, (1, 0, _signed(self.translate * level, generator), 0, 1, 0))
+        if name == "TranslateY":
+            return _affine(image, (1, 0, 0, 0, 1, _signed(self.translate * level, generator)))
+        if name == "Rotate":
+            return image.rotate(_signed(30 * level, generator), resample=Image.Resampling.NEAREST, fillcolor=_FILL)
+        return image  # Identity
+
+    def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> Image.Image:
+        """Augment one RGB image; randomness from ``generator`` (default torch's global generator)."""
+        image = _check_image(image)
+        picks = torch.randint(0, len(self.ops), (self.num_ops,), generator=generator).tolist()
+        for pick in picks:
+            if float(torch.rand((), generator=generator)) > 0.5:  # each drawn op is kept with p = 0.5
+                continue
+            image = self._apply(self.ops[pick], image, generator)
+        return image
+
+
 class ImageNetTrainTransform:
     """ImageNet-1K finetuning augmentation (spec §5.5), image -> float32 ``[3, size, size]``.
 
     In order: RGB; ``RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3), bicubic)``; horizontal flip
-    with p = 0.5; RandAugment; ToTensor; ImageNet normalisation; ``RandomErasing(p=0.25)`` filled with
+    with p = 0.5; RandAugment; RandomAugment(2, 7); ToTensor; ImageNet normalisation; ``RandomErasing(p=0.25)`` filled with
     per-pixel normal noise (timm's ``mode="pixel"``, one box).
 
     The RandAugment step is **a stand-in**: OFA uses timm's ``rand-m9-mstd0.5-inc1``; this uses torchvision's
     ``RandAugment(num_ops=2, magnitude=9, num_magnitude_bins=11)``, so magnitude 9 means 9/10 of each op's
     range as in timm, and fills with the ImageNet mean pixel as timm does. It differs from timm in that the
     magnitude is fixed (timm draws it from N(9, 0.5)), every chosen op is applied (timm applies each with
-    p = 0.5), and the op list is torchvision's. OFA's additional custom ``RandomAugment(N=2, M=7)`` step is
-    not included.
+    p = 0.5), and the op list is torchvision's. Then OFA's own :class:`RandomAugment` ``(N=2, M=7)``, with
+    translations scaled to the image (10 px at 480 px as in OFA's scripts' inputs).
 
     Randomness comes from torch's global generator (seed with :func:`torch.manual_seed`), or, when a
     ``torch.Generator`` is given (to the constructor or the call), from a seed drawn from it: the pipeline
@@ -193,13 +279,14 @@ class ImageNetTrainTransform:
                 T.RandAugment(num_ops=2, magnitude=9, num_magnitude_bins=11, fill=fill),
             ]
         )
+        self._random_augment = RandomAugment(2, 7, translate=10.0 * self.size / 480)
         self._erase = T.RandomErasing(p=0.25, value="random")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size})"
 
     def _apply(self, image: Image.Image) -> torch.Tensor:
-        tensor = to_tensor(self._pil_ops(_check_image(image)))
+        tensor = to_tensor(self._random_augment(self._pil_ops(_check_image(image))))
         return self._erase(normalize(tensor, IMAGENET_MEAN, IMAGENET_STD))
 
     def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -22,6 +22,7 @@ from ofa.pretraining.transforms import (
     grounding_transform,
     image_text_transform,
     infilling_transform,
+    pretraining_augment,
 )
 from ofa.records import Sample
 
@@ -58,11 +59,13 @@ class PretrainExamples:
         max_src_length / max_tgt_length: words kept of questions/captions in sources / targets (OFA: 80 / 30).
         mask_ratio / poisson_lambda: text-infilling span masking (OFA: 0.3 / 3).
         max_text_tokens: text-infilling texts keep their last this many tokens of the first 512 (OFA: 256).
+        augment: apply OFA's ``RandomAugment(2, 7)`` to caption / matching / VQA images (OFA: on).
     """
 
     def __init__(self, tok: Any, negatives: Negatives | None, *, image_size: int = 384, aux_image_size: int = 256,
                  max_image_size: float = 512, max_src_length: int = 80, max_tgt_length: int = 30,
-                 mask_ratio: float = 0.3, poisson_lambda: float = 3.0, max_text_tokens: int = 256) -> None:
+                 mask_ratio: float = 0.3, poisson_lambda: float = 3.0, max_text_tokens: int = 256,
+                 augment: bool = True) -> None:
         self.tok = tok
         self.negatives = negatives
         self.image_size = int(image_size)
@@ -72,6 +75,7 @@ class PretrainExamples:
         self.max_tgt_length = int(max_tgt_length)
         self.max_text_tokens = int(max_text_tokens)
         self.masking = SpanMasking(tok.vocab.mask_id, mask_ratio, poisson_lambda)
+        self.augment = pretraining_augment(self.image_size) if augment else None
 
     # -- pieces -----------------------------------------------------------------------------------------------
     def _source(self, text_or_ids: str | list[int]) -> list[int]:
@@ -104,7 +108,7 @@ class PretrainExamples:
         if row.type == "visual_grounding":
             return self._grounding(row, generator)
         negatives = self._negatives(row.id)  # needed on every draw, so a missing resource fails at once
-        image = image_text_transform(row.image, self.image_size, generator)
+        image = image_text_transform(row.image, self.image_size, generator, self.augment)
         if row.type == "caption":
             caption = pre_caption(row.caption, self.max_tgt_length)
             target = self.tok.encode(f" {caption}")

@@ -51,7 +51,8 @@ class PretrainTask:
         text_data / image_data / detection_data: ``text_examples.tsv``, ``image_examples.tsv``,
             ``detection_examples.tsv``; a missing one leaves its samples out.
         extras_every: rows per set of second-pass samples (OFA: 8).
-        image_size, aux_image_size, max_image_size, max_src_length, max_tgt_length, mask_ratio, poisson_lambda:
+        image_size, aux_image_size, max_image_size, max_src_length, max_tgt_length, mask_ratio, poisson_lambda,
+        augment:
             see :class:`~ofa.pretraining.examples.PretrainExamples`.
     """
 
@@ -61,7 +62,7 @@ class PretrainTask:
                  image_data: str | None = None, detection_data: str | None = None, *, extras_every: int = 8,
                  image_size: int = 384, aux_image_size: int = 256, max_image_size: float = 512,
                  max_src_length: int = 80, max_tgt_length: int = 30, mask_ratio: float = 0.3,
-                 poisson_lambda: float = 3.0) -> None:
+                 poisson_lambda: float = 3.0, augment: bool = True) -> None:
         if isinstance(extras_every, bool) or not isinstance(extras_every, int) or extras_every < 1:
             raise DataError(f"extras_every must be an int >= 1, got {extras_every!r}")
         self.negatives = None if negatives is None else Negatives.from_files(negatives)
@@ -71,7 +72,7 @@ class PretrainTask:
         self.extras_every = extras_every
         self.options: dict[str, Any] = dict(image_size=image_size, aux_image_size=aux_image_size, max_image_size=max_image_size,
                             max_src_length=max_src_length, max_tgt_length=max_tgt_length, mask_ratio=mask_ratio,
-                            poisson_lambda=poisson_lambda)
+                            poisson_lambda=poisson_lambda, augment=augment)
         self._builders: dict[int, PretrainExamples] = {}
 
     def _examples(self, tok: Any) -> PretrainExamples:

@@ -1,7 +1,7 @@
 """Image transforms of OFA's pretraining examples (spec §5.7), at a configurable patch size.
 
 OFA's scripts use a 384 px patch for image-text pairs (random resize of the short side in [384, 480], long side at
-most 672, centre crop), an object-centred crop of the same size for grounding, and 256 px for image infilling and
+most 672, centre crop, ``RandomAugment(2, 7)``), an object-centred crop of the same size for grounding, and 256 px for image infilling and
 detection (random horizontal flip, then large-scale jitter: scale 1.0-1.5 and a random 256 crop). Here ``size``
 replaces 384 / 256 and the other numbers scale with it. Randomness comes from ``generator`` (default torch's
 global generator).
@@ -14,10 +14,10 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from ofa.data.transforms import normalize, square_resize, to_tensor
+from ofa.data.transforms import RandomAugment, normalize, square_resize, to_tensor
 from ofa.errors import DataError
 
-__all__ = ["Box", "random_resize", "image_text_transform", "grounding_transform", "detection_transform",
+__all__ = ["Box", "random_resize", "image_text_transform", "pretraining_augment", "grounding_transform", "detection_transform",
            "infilling_transform", "middle_box"]
 
 Box = tuple[float, float, float, float]
@@ -41,12 +41,23 @@ def random_resize(image: Image.Image, size: int, generator: torch.Generator | No
     return image.resize(new, Image.Resampling.BICUBIC)
 
 
-def image_text_transform(image: Image.Image, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Caption / ITM / VQA images: random resize, centre crop ``size``, normalise to [-1, 1]."""
+def image_text_transform(image: Image.Image, size: int, generator: torch.Generator | None = None,
+                         augment: RandomAugment | None = None) -> torch.Tensor:
+    """Caption / ITM / VQA images: random resize, centre crop ``size``, ``augment`` (OFA: ``RandomAugment(2, 7)``,
+    see :func:`pretraining_augment`), normalise to [-1, 1]."""
     resized = random_resize(image, size, generator)
     width, height = resized.size
     left, top = (width - size) // 2, (height - size) // 2
-    return normalize(to_tensor(resized.crop((left, top, left + size, top + size))), (0.5,) * 3, (0.5,) * 3)
+    crop = resized.crop((left, top, left + size, top + size))
+    if augment is not None:
+        crop = augment(crop, generator)
+    return normalize(to_tensor(crop), (0.5,) * 3, (0.5,) * 3)
+
+
+def pretraining_augment(size: int) -> RandomAugment:
+    """OFA's image-text augmentation, ``RandomAugment(2, 7)`` over all ten ops, translations scaled from 10 px at
+    384 px to ``size``."""
+    return RandomAugment(2, 7, translate=10.0 * size / 384)
 
 
 def grounding_transform(image: Image.Image, box: Sequence[float], size: int,

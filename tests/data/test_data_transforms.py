@@ -12,7 +12,9 @@ from ofa.data.transforms import (
     IMAGENET_STD,
     OFA_MEAN,
     OFA_STD,
+    RANDOM_AUGMENT_OPS,
     ImageNetTrainTransform,
+    RandomAugment,
     grounding_resize,
     normalize,
     square_resize,
@@ -115,3 +117,71 @@ def test_imagenet_train_transform_is_seedable(image_factory):
     c = transform(image)
     torch.manual_seed(3)
     assert torch.equal(transform(image), c)
+
+
+# -- RandomAugment(N, M): OFA's custom op set ------------------------------------------------------------------------
+def _block_image() -> Image.Image:
+    """A 20x20 dark image with a white 4x4 block at x 8..11, y 6..9."""
+    pixels = np.full((20, 20, 3), 40, dtype=np.uint8)
+    pixels[6:10, 8:12] = 255
+    return Image.fromarray(pixels)
+
+
+def _only(op: str, **kwargs) -> RandomAugment:
+    # one op, drawn once; _kept_seed() gives a generator whose coin keeps it (p = 0.5)
+    return RandomAugment(1, ops=(op,), **kwargs)
+
+
+def _kept_seed() -> torch.Generator:
+    """A generator whose first 'keep' coin says apply (found by trying seeds, the draws are randint then rand)."""
+    for seed in range(100):
+        g = torch.Generator().manual_seed(seed)
+        torch.randint(0, 1, (1,), generator=g)
+        if float(torch.rand((), generator=g)) <= 0.5:
+            return torch.Generator().manual_seed(seed)
+    raise AssertionError("no seed keeps the op")
+
+
+def test_random_augment_translate_moves_pixels_and_fills_grey():
+    image = _block_image()
+    out = np.asarray(_only("TranslateX", magnitude=10, translate=3)(image, _kept_seed()))
+    white = np.argwhere(out[..., 0] == 255)
+    assert sorted({int(x) for x in white[:, 1]}) in ([5, 6, 7, 8], [11, 12, 13, 14])  # 3 px left or right
+    assert {int(y) for y in white[:, 0]} == {6, 7, 8, 9}
+    edge = out[:, 0] if white[:, 1].min() > 8 else out[:, -1]  # the side the image moved away from
+    assert (edge == 128).all()
+
+
+def test_random_augment_brightness_factor_and_identity():
+    image = _block_image()
+    out = np.asarray(_only("Brightness", magnitude=7)(image, _kept_seed()))
+    assert out[0, 0, 0] == round(40 * (0.7 * 1.8 + 0.1))  # 54: factor 1.36 at level 7
+    assert (np.asarray(_only("Identity")(image, _kept_seed())) == np.asarray(image)).all()
+
+
+def test_random_augment_rotate_keeps_size_and_grey_corners():
+    out = _only("Rotate", magnitude=10)(_block_image(), _kept_seed())  # +-30 degrees
+    assert out.size == (20, 20)
+    assert tuple(np.asarray(out)[0, 0]) == (128, 128, 128)
+
+
+def test_random_augment_is_seeded_and_keeps_about_half_the_ops():
+    augment = RandomAugment(2, 7)
+    image = _block_image()
+    a = [np.asarray(augment(image, torch.Generator().manual_seed(s))) for s in range(3)]
+    b = [np.asarray(augment(image, torch.Generator().manual_seed(s))) for s in range(3)]
+    assert all((x == y).all() for x, y in zip(a, b))
+    single = RandomAugment(1, 10, ops=("Equalize",))  # equalize always changes this two-tone image
+    g = torch.Generator().manual_seed(0)
+    changed = sum(not (np.asarray(single(image, g)) == np.asarray(image)).all() for _ in range(400))
+    assert 160 <= changed <= 240  # p = 0.5 per drawn op
+
+
+@pytest.mark.parametrize("kwargs, match", [({"num_ops": -1}, "num_ops"), ({"num_ops": True}, "num_ops"),
+                                           ({"magnitude": 11}, "magnitude"), ({"ops": ("Solarize",)}, "Solarize"),
+                                           ({"ops": ()}, "at least one"), ({"translate": -1.0}, "translate")])
+def test_random_augment_bad_arguments(kwargs, match):
+    with pytest.raises(DataError, match=match):
+        RandomAugment(**kwargs)
+    assert set(RANDOM_AUGMENT_OPS) == {"Identity", "AutoContrast", "Equalize", "Brightness", "Sharpness", "ShearX",
+                                       "ShearY", "TranslateX", "TranslateY", "Rotate"}

@@ -10,6 +10,7 @@ from ofa.pretraining.transforms import (
     grounding_transform,
     image_text_transform,
     infilling_transform,
+    pretraining_augment,
 )
 
 
@@ -25,6 +26,20 @@ def test_image_text_transform_shape_and_range() -> None:
     for seed in range(5):
         out = image_text_transform(image, 64, torch.Generator().manual_seed(seed))
         assert out.shape == (3, 64, 64) and float(out.min()) >= -1.0 and float(out.max()) <= 1.0
+
+
+def test_image_text_augment_is_ofas_random_augment_after_the_crop() -> None:
+    image, _ = _scene()
+    augment = pretraining_augment(64)
+    assert (augment.num_ops, augment.magnitude, len(augment.ops)) == (2, 7.0, 10)
+    assert augment.translate == 10 * 64 / 384  # 10 px at OFA's 384
+    plain = [image_text_transform(image, 64, torch.Generator().manual_seed(s)) for s in range(12)]
+    augmented = [image_text_transform(image, 64, torch.Generator().manual_seed(s), augment) for s in range(12)]
+    again = [image_text_transform(image, 64, torch.Generator().manual_seed(s), augment) for s in range(12)]
+    assert all(torch.equal(a, b) for a, b in zip(augmented, again))  # seeded
+    changed = sum(not torch.equal(a, p) for a, p in zip(augmented, plain))
+    assert 3 <= changed <= 12  # 1 - (0.5 + 0.5 * 0.1) ** 2 = 0.7: ~8 of 12 images see a non-identity op
+    assert all(a.shape == (3, 64, 64) and float(a.min()) >= -1.0 and float(a.max()) <= 1.0 for a in augmented)
 
 
 def test_grounding_crop_keeps_the_box_on_the_object() -> None:
