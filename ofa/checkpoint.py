@@ -120,7 +120,7 @@ def _torch_load(path: Path, trust_pickle: bool, map_location: str | torch.device
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"{str(path)!r} is not a torch checkpoint (zip) file, or it is truncated; "
-            "legacy non-zip files need trust_pickle=True")
+            "legacy non-zip files need trust_pickle=True (CLI: --trust-pickle)")
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception as exc:
@@ -131,7 +131,8 @@ def _torch_load(path: Path, trust_pickle: bool, map_location: str | torch.device
         raise CheckpointError(
             f"{str(path)!r} pickles objects outside the allowlist: {refused}. Only tensors, plain containers, "
             f"argparse.Namespace and config objects from {list(_STUB_PREFIXES)} are read by default; pass "
-            "trust_pickle=True to unpickle this file (this runs code from the file: only for files you trust)")
+            "trust_pickle=True (CLI: --trust-pickle) to unpickle this file (this runs code from the file: only for "
+            "files you trust)")
     safe: list[Any] = [argparse.Namespace] + [(_stub_class(name), name) for name in unsafe if name != "argparse.Namespace"]
     try:
         with torch.serialization.safe_globals(safe):

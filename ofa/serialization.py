@@ -7,18 +7,24 @@ other format) is :mod:`ofa.checkpoint`'s.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-__all__ = ["FORMAT_NAME", "WEIGHTS_NAME", "CONFIG_NAME", "write_pretrained"]
+from ofa.errors import CheckpointError
+
+__all__ = ["FORMAT_NAME", "WEIGHTS_NAME", "CONFIG_NAME", "MANIFEST_NAME", "write_pretrained", "read_torch_file",
+           "fsync_path", "write_manifest", "verify_manifest"]
 
 FORMAT_NAME = "ofa-unified"
 WEIGHTS_NAME = "model.pt"
 CONFIG_NAME = "config.json"
+MANIFEST_NAME = "manifest.json"
 
 
 def write_pretrained(directory: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor],
@@ -36,3 +42,119 @@ def write_pretrained(directory: str | os.PathLike[str], state_dict: Mapping[str,
     tmp_config.write_text(json.dumps({"format": FORMAT_NAME, "config": dict(config)}, indent=2))
     os.replace(tmp_config, directory / CONFIG_NAME)
     return directory
+
+
+def read_torch_file(path: str | os.PathLike[str], *, trust_pickle: bool = False,
+                    map_location: str | torch.device = "cpu") -> Any:
+    """Load a torch file, by default refusing pickled objects other than tensors and plain containers.
+
+    Args:
+        path: the file.
+        trust_pickle: unpickle arbitrary objects (runs code from the file: only for files you trust).
+        map_location: where tensors are placed.
+
+    Raises:
+        CheckpointError: If the file is absent, truncated, not a torch file, or pickles other objects while
+            ``trust_pickle`` is False (the message names the file and the refused globals).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=not trust_pickle)
+    except pickle.UnpicklingError as exc:
+        if trust_pickle:
+            raise CheckpointError(f"could not unpickle {str(path)!r}: {exc}") from exc
+        try:
+            refused = f" ({', '.join(torch.serialization.get_unsafe_globals_in_checkpoint(path))})"
+        except Exception:  # legacy non-zip files cannot be listed; the message stays useful without the names
+            refused = ""
+        raise CheckpointError(
+            f"{str(path)!r} pickles objects other than tensors and plain containers{refused}; pass "
+            "trust_pickle=True (CLI: --trust-pickle) to read it (this runs code from the file: only for files you "
+            "trust)") from exc
+    except Exception as exc:  # torch.load raises RuntimeError, EOFError, ... for damaged files
+        raise CheckpointError(f"could not read {str(path)!r}: it is truncated or not a torch file ({exc})") from exc
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Flush a file, or a directory entry table, to the disk (directories: where the OS allows it)."""
+    path = Path(path)
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # some platforms cannot open directories; the files themselves were synced
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+
+
+def write_manifest(directory: str | os.PathLike[str]) -> Path:
+    """Sync every file under ``directory``, then write ``manifest.json`` (relative path -> size and sha256) last,
+    synced too: a directory whose manifest verifies was completely on disk."""
+    directory = Path(directory)
+    entries = {}
+    for path in _files(directory):
+        fsync_path(path)
+        entries[path.relative_to(directory).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    manifest = directory / MANIFEST_NAME
+    tmp = manifest.with_name(MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps({"files": entries}, indent=1, sort_keys=True))
+    fsync_path(tmp)
+    os.replace(tmp, manifest)
+    for sub in sorted({p.parent for p in _files(directory)} | {directory}):
+        fsync_path(sub)
+    return manifest
+
+
+def verify_manifest(directory: str | os.PathLike[str], *, required: bool = True) -> bool:
+    """Check every file ``manifest.json`` lists (size, then sha256).
+
+    Returns:
+        True when the manifest verifies; False when there is none and ``required`` is False (a checkpoint
+        written before manifests existed).
+
+    Raises:
+        CheckpointError: a missing, resized or altered file (named), an unreadable manifest, or no manifest when
+            ``required``.
+    """
+    directory = Path(directory)
+    manifest = directory / MANIFEST_NAME
+    if not manifest.is_file():
+        if required:
+            raise CheckpointError(f"checkpoint {str(directory)!r} has no {MANIFEST_NAME}: it was not completely "
+                                  "written")
+        return False
+    try:
+        entries = json.loads(manifest.read_text())["files"]
+        items = [(str(name), int(e["size"]), str(e["sha256"])) for name, e in entries.items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{str(manifest)!r} is unreadable ({exc})") from exc
+    for name, size, sha in items:
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint file {str(path)!r} is missing (listed in {MANIFEST_NAME})")
+        actual = path.stat().st_size
+        if actual != size:
+            raise CheckpointError(f"checkpoint file {str(path)!r} has {actual} bytes, {MANIFEST_NAME} says {size}: "
+                                  "it is truncated or was overwritten")
+        if _sha256(path) != sha:
+            raise CheckpointError(f"checkpoint file {str(path)!r} does not match its sha256 in {MANIFEST_NAME}: "
+                                  "it is damaged")
+    return True

@@ -56,12 +56,22 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(args: argparse.Namespace) -> Any:
+    """The checkpoint path, or the model loaded with ``--trust-pickle`` when given."""
+    if not args.trust_pickle:
+        return args.checkpoint
+    # import cost: a subcommand loads only what it runs
+    from ofa.checkpoint import load_checkpoint
+
+    return load_checkpoint(args.checkpoint, trust_pickle=True)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     # import cost: a subcommand loads only what it runs
     from ofa.pipeline import Pipeline
 
     tokenizer = args.tokenizer or args.checkpoint
-    runner = Pipeline(_task(args), args.checkpoint, tokenizer, batch_size=args.batch_size)
+    runner = Pipeline(_task(args), _model(args), tokenizer, batch_size=args.batch_size)
     images = list(args.images)
     texts: list[str] | None = None
     if args.text is not None:
@@ -94,7 +104,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     bad_rows: list[tuple[int, str]] = []
     examples = read_examples(args.data, task, fmt=args.format, image_root=args.image_root,
                              max_bad_rows=args.max_bad_rows, limit=args.limit, bad_rows=bad_rows)
-    metrics, _ = evaluate(task, args.checkpoint, args.tokenizer or args.checkpoint, examples,
+    metrics, _ = evaluate(task, _model(args), args.tokenizer or args.checkpoint, examples,
                           batch_size=args.batch_size)
     print(json.dumps({"task": task.name, "examples": len(examples), "bad_rows": len(bad_rows), **metrics},
                      indent=2))
@@ -236,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                        help="task option, e.g. -o beam_size=3 (values parsed as JSON when possible)")
         p.add_argument("--candidates", help="file with one candidate answer per line (VQA and the like)")
+        p.add_argument("--trust-pickle", action="store_true",
+                       help="unpickle a checkpoint holding objects other than tensors (runs code from the file: "
+                            "only for files you trust)")
 
     p = sub.add_parser("predict", help="predict for image files; prints one JSON line per input")
     common(p)

@@ -178,7 +178,7 @@ def run_quickstart(config: QuickstartConfig) -> dict[str, float]:
             log_every=10,
             save_every=max_steps, validate_every=max_steps, valid_max_examples=config.valid_max_examples,
             valid_batch_size=64, keep_last=1, best_metric=None)
-        return Trainer(trainer_config, model=model, tokenizer=tok, progress=config.progress)
+        return Trainer(trainer_config, model=model, tokenizer=tok, overwrite=True, progress=config.progress)
 
     steps = _estimate_steps(config, make_trainer, started)
     logger.info("training %d steps", steps)

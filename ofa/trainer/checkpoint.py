@@ -4,8 +4,12 @@ A checkpoint is a directory ``step_00000123/`` holding the model in our ``save_p
 tokenizer (so ``ofa predict --checkpoint`` loads it directly), the engine state (optimizer, scheduler or
 DeepSpeed's files), ``trainer_state.pt`` (step, data positions, EMA, counters) and one ``rng_rank{r}.pt`` per
 process; with EMA on, ``ema/`` holds the averaged weights and the tokenizer (what validation scored). It is
-written under a temporary name and renamed into place, so a crash never leaves a half-written checkpoint behind
-a valid name.
+written under a temporary name, every file synced to disk, a ``manifest.json`` (each file's size and sha256) written
+last, then renamed into place and ``latest`` pointed at it; a crash never leaves a half-written checkpoint behind a
+valid name. Resuming verifies the manifest and falls back to the newest checkpoint that verifies, saying so.
+
+Everything the trainer writes loads with ``torch.load(weights_only=True)``: RNG states are stored as tensors and
+plain containers, so a tampered run directory cannot run code on resume.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import os
 import random
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,17 +27,22 @@ import numpy as np
 import torch
 
 from ofa.errors import CheckpointError
+from ofa.serialization import fsync_path, verify_manifest, write_manifest
 
-__all__ = ["CheckpointManager", "capture_rng", "restore_rng"]
+__all__ = ["CheckpointManager", "capture_rng", "restore_rng", "refuse_pickled_objects", "ENGINE_SAFE_GLOBALS"]
 
 logger = logging.getLogger(__name__)
 
 
 def capture_rng() -> dict[str, Any]:
+    """torch, numpy, Python (and CUDA) generator states as tensors and plain containers (``weights_only``-safe)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "internal": list(internal), "gauss": gauss},
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -40,17 +50,54 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng`."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# Plain-data classes DeepSpeed pickles into its own checkpoint files (loss-scaler state, fragment addresses, the
+# ZeRO stage enum). Rebuilding them calls nothing but their constructors, so a file whose only globals are these
+# and torch's weights-only allowlist cannot run code when DeepSpeed unpickles it.
+ENGINE_SAFE_GLOBALS = frozenset({
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+    "deepspeed.runtime.zero.config.ZeroStageEnum",
+})
+
+
+def refuse_pickled_objects(directory: Path) -> None:
+    """Raise unless every torch file under ``directory`` holds only tensors, plain containers and
+    :data:`ENGINE_SAFE_GLOBALS` (engines such as DeepSpeed read their files with full unpickling, so this check
+    runs before any of them is opened)."""
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix in (".pt", ".pth", ".bin")):
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(f"{str(path)!r} is not a zip torch file (a legacy pickle, or damaged); resume with "
+                                  "trust_pickle=True (ofa-train --trust-pickle) only if you trust this run directory")
+        try:
+            unsafe = [name for name in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+                      if name not in ENGINE_SAFE_GLOBALS]
+        except Exception as exc:  # a damaged zip: name it
+            raise CheckpointError(f"could not read {str(path)!r}: it is truncated or damaged ({exc})") from exc
+        if unsafe:
+            raise CheckpointError(
+                f"{str(path)!r} pickles objects other than tensors and plain containers ({', '.join(unsafe)}); "
+                "loading it could run code. Resume with trust_pickle=True (ofa-train --trust-pickle) only if you "
+                "trust this run directory")
 
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
+    fsync_path(tmp)
     os.replace(tmp, path)
+    fsync_path(path.parent)
 
 
 class CheckpointManager:
@@ -94,9 +141,11 @@ class CheckpointManager:
             torch.save(trainer_state, tmp / "trainer_state.pt")
         self.barrier()
         if self.rank == 0:
+            write_manifest(tmp)  # syncs every file, then the manifest, written last
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
+            fsync_path(self.root)
             _write_atomic(self.root / "latest", final.name)
             self._prune()
         self.barrier()
@@ -135,22 +184,36 @@ class CheckpointManager:
             shutil.rmtree(old, ignore_errors=True)
 
     def latest(self) -> Path | None:
+        """The newest checkpoint whose manifest verifies (``latest`` first, then the ``step_*`` directories newest
+        first); a damaged one is skipped with a warning naming its bad file. None when there is none."""
+        candidates: list[Path] = []
         pointer = self.root / "latest"
         if pointer.is_file():
-            path = self.root / pointer.read_text().strip()
-            if (path / "trainer_state.pt").is_file():
-                return path
-        steps = sorted(p for p in self.root.glob("step_*") if (p / "trainer_state.pt").is_file())
-        return steps[-1] if steps else None
+            candidates.append(self.root / pointer.read_text().strip())
+        candidates += sorted((p for p in self.root.glob("step_*") if p.is_dir()), reverse=True)
+        seen: set[Path] = set()
+        for path in candidates:
+            if path in seen or not (path / "trainer_state.pt").is_file():
+                continue
+            seen.add(path)
+            try:
+                verify_manifest(path, required=False)  # checkpoints written before manifests are taken as they are
+            except CheckpointError as exc:
+                logger.warning("skipping a damaged checkpoint: %s; falling back to an earlier one", exc)
+                continue
+            return path
+        return None
 
     @staticmethod
     def resolve(path: str | Path) -> Path:
-        """A checkpoint directory, or a run/checkpoints directory whose latest checkpoint is used."""
+        """A checkpoint directory (verified), or a run/checkpoints directory whose newest intact checkpoint is
+        used."""
         path = Path(path)
         if (path / "trainer_state.pt").is_file():
+            verify_manifest(path, required=False)
             return path
         for root in (path / "checkpoints", path):
             latest = CheckpointManager(root).latest()
             if latest is not None:
                 return latest
-        raise CheckpointError(f"no checkpoint to resume from in {str(path)!r}")
+        raise CheckpointError(f"no checkpoint to resume from in {str(path)!r} (none there, or none that verifies)")

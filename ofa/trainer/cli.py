@@ -30,7 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--config", help="JSON or YAML trainer config")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    parser.add_argument("--resume", help="checkpoint directory, or a run directory (its latest checkpoint)")
+    parser.add_argument("--resume", help="checkpoint directory, or a run directory (its newest intact checkpoint)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an output_dir that holds another run, deleting its checkpoints and log")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="on --resume, unpickle files holding objects other than tensors (runs code from them: "
+                             "only for run directories you trust)")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by launchers")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -48,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s")
     try:
         config = TrainerConfig.from_file(args.config, args.overrides)
-        trainer = Trainer(config, resume=args.resume, progress=not args.no_progress)
+        trainer = Trainer(config, resume=args.resume, overwrite=args.overwrite, trust_pickle=args.trust_pickle,
+                          progress=not args.no_progress)
         metrics = trainer.train()
     except OFAError as exc:
         print(f"ofa-train: error: {exc}", file=sys.stderr)

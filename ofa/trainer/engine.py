@@ -24,6 +24,7 @@ from torch import nn
 
 from ofa.data.collate import Batch, PartedBatch
 from ofa.errors import ConfigError
+from ofa.serialization import read_torch_file
 from ofa.trainer.distributed import DistInfo
 from ofa.trainer.optim import PolynomialDecay, build_optimizer
 
@@ -185,9 +186,9 @@ class TorchEngine:
 
     def load(self, directory: Path) -> None:
         """Restore the weights (``model.pt`` of the checkpoint), the optimizer and the schedule."""
-        weights = torch.load(directory / "model.pt", map_location=model_device(self.model), weights_only=True)
+        weights = read_torch_file(directory / "model.pt", map_location=model_device(self.model))
         self.model.load_state_dict(weights, strict=True)
-        state = torch.load(directory / "engine.pt", map_location="cpu", weights_only=True)
+        state = read_torch_file(directory / "engine.pt")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 

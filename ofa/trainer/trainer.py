@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator, cast
@@ -26,7 +27,8 @@ from ofa.errors import CheckpointError, ConfigError, DataError, OFAError
 from ofa.model import OFAModel
 from ofa.pipeline import load_tokenizer
 from ofa.tasks import get_task
-from ofa.trainer.checkpoint import CheckpointManager, restore_rng
+from ofa.serialization import read_torch_file
+from ofa.trainer.checkpoint import CheckpointManager, refuse_pickled_objects, restore_rng
 from ofa.trainer.config import TrainerConfig
 from ofa.trainer.criteria import CriterionContext, Prepared, build_criterion
 from ofa.trainer.data import TaskStream, pick_task
@@ -51,12 +53,18 @@ class Trainer:
         config: the run's :class:`TrainerConfig`.
         model: an already built model (default: built from ``config.model``).
         tokenizer: an already loaded tokenizer (default: ``config.tokenizer``).
-        resume: a checkpoint directory, or a run directory whose latest checkpoint is used.
+        resume: a checkpoint directory, or a run directory whose newest intact checkpoint is used.
+        overwrite: start a new run in an ``output_dir`` that holds another run's checkpoints or log, deleting
+            them (without it, and without ``resume``, such a directory is refused).
+        trust_pickle: on resume, unpickle checkpoint files that hold objects other than tensors and plain
+            containers (runs code from the files: only for run directories you trust). The trainer's own files never
+            need it.
         progress: show a progress bar on rank 0.
     """
 
     def __init__(self, config: TrainerConfig, *, model: OFAModel | None = None, tokenizer: Any = None,
-                 resume: str | Path | None = None, progress: bool = True) -> None:
+                 resume: str | Path | None = None, overwrite: bool = False, trust_pickle: bool = False,
+                 progress: bool = True) -> None:
         if not config.tasks:
             raise ConfigError("the trainer config names no task ('task' or 'tasks')")
         self.config = config
@@ -82,12 +90,16 @@ class Trainer:
             device=self.dist.device, full_model=self._full_model, train_mode=self._train_mode))
         self.step = 0
         self.nan_steps = 0
+        _check_output_dir(self.output_dir, resume, overwrite)  # after the config's own errors, before any write
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", keep_last=config.keep_last,
                                              best_metric=config.best_metric, best_mode=config.best_mode,
                                              rank=self.dist.rank, world_size=self.dist.world_size, barrier=barrier)
         torch.manual_seed(config.seed + 7919 * self.dist.rank)  # per-rank dropout streams
         if resume is not None:
-            self.resume(resume)
+            self.resume(resume, trust_pickle=trust_pickle)
+        elif overwrite and self.dist.is_main:
+            _clear_run(self.output_dir)
+        barrier()
 
     # -- setup ------------------------------------------------------------------------------------------------
     def _load_tokenizer(self, tokenizer: Any) -> Any:
@@ -320,10 +332,17 @@ class Trainer:
 
         return self.checkpoints.save(self.step, write, self.trainer_state())
 
-    def resume(self, path: str | Path) -> None:
-        """Restore model, optimiser, scheduler, EMA, RNG, step and data positions from a checkpoint."""
+    def resume(self, path: str | Path, *, trust_pickle: bool = False) -> None:
+        """Restore model, optimiser, scheduler, EMA, RNG, step and data positions from a checkpoint.
+
+        The checkpoint's manifest is verified first (a damaged newest checkpoint of a run directory falls back to
+        the previous intact one, with a warning); files that pickle anything but tensors and plain containers are
+        refused unless ``trust_pickle``.
+        """
         directory = CheckpointManager.resolve(path)
-        state = torch.load(directory / "trainer_state.pt", map_location="cpu", weights_only=False)
+        if not trust_pickle:
+            refuse_pickled_objects(directory)
+        state = read_torch_file(directory / "trainer_state.pt", trust_pickle=trust_pickle)
         arch = state.get("architecture")
         if arch is not None and arch != self.model.config.to_dict():
             theirs = OFAConfig.from_dict(arch)
@@ -340,7 +359,7 @@ class Trainer:
         self.checkpoints.best_value = state.get("best_value")
         rng = directory / f"rng_rank{self.dist.rank}.pt"
         if rng.is_file():
-            restore_rng(torch.load(rng, map_location="cpu", weights_only=False))
+            restore_rng(read_torch_file(rng, trust_pickle=trust_pickle))
         self._truncate_log()
         logger.info("resumed from %s at step %d", directory, self.step)
 
@@ -408,6 +427,24 @@ class Trainer:
         if bar is not None:
             bar.close()
         return last_valid
+
+
+def _check_output_dir(output_dir: Path, resume: str | Path | None, overwrite: bool) -> None:
+    """Refuse to start a fresh run on top of another one (its checkpoints would be pruned in favour of ours by step
+    number, ``latest`` and ``metrics.jsonl`` would mix both runs)."""
+    if resume is not None or overwrite:
+        return
+    found = [name for name in ("checkpoints", "metrics.jsonl")
+             if (output_dir / name).is_file() or ((output_dir / name).is_dir() and any((output_dir / name).iterdir()))]
+    if found:
+        raise ConfigError(
+            f"output_dir {str(output_dir)!r} already holds a run ({', '.join(found)}): resume it (resume=DIR, CLI "
+            "--resume DIR), replace it (overwrite=True, CLI --overwrite) or choose another output_dir")
+
+
+def _clear_run(output_dir: Path) -> None:
+    shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    (output_dir / "metrics.jsonl").unlink(missing_ok=True)
 
 
 def _broadcast_object(value: Any) -> Any:

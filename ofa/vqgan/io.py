@@ -7,14 +7,12 @@ telling the caller to pass ``trust_pickle=True``.
 
 from __future__ import annotations
 
-import os
-import pickle
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from ofa.errors import CheckpointError
+from ofa.serialization import read_torch_file
 
 __all__ = ["read_torch_file", "check_state_dict"]
 
@@ -22,38 +20,6 @@ __all__ = ["read_torch_file", "check_state_dict"]
 def _summarise(items: list[str], limit: int = 20) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
-
-
-def read_torch_file(path: str | os.PathLike[str], *, trust_pickle: bool = False,
-                    map_location: str | torch.device = "cpu") -> Any:
-    """Load a torch file, by default refusing pickled objects other than tensors and plain containers.
-
-    Args:
-        path: the file.
-        trust_pickle: unpickle arbitrary objects (runs code from the file: only for files you trust).
-        map_location: where tensors are placed.
-
-    Raises:
-        CheckpointError: If the file is absent, truncated, not a torch file, or pickles other objects while
-            ``trust_pickle`` is False.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=not trust_pickle)
-    except pickle.UnpicklingError as exc:
-        if trust_pickle:
-            raise CheckpointError(f"could not unpickle {str(path)!r}: {exc}") from exc
-        try:
-            refused = f" ({', '.join(torch.serialization.get_unsafe_globals_in_checkpoint(path))})"
-        except Exception:  # legacy non-zip files cannot be listed; the message stays useful without the names
-            refused = ""
-        raise CheckpointError(
-            f"{str(path)!r} pickles objects other than tensors and plain containers{refused}; pass "
-            "trust_pickle=True to read it (this runs code from the file: only for files you trust)") from exc
-    except Exception as exc:  # torch.load raises RuntimeError, EOFError, ... for damaged files
-        raise CheckpointError(f"could not read {str(path)!r}: it is truncated or not a torch file ({exc})") from exc
 
 
 def check_state_dict(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, Any], *,

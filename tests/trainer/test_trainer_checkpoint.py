@@ -26,7 +26,7 @@ def test_save_layout(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path / "ckpt")
     path = manager.save(3, writer(), {"step": 3})
     assert path == tmp_path / "ckpt" / "step_00000003"
-    assert sorted(p.name for p in path.iterdir()) == ["model.pt", "rng_rank0.pt", "trainer_state.pt"]
+    assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "model.pt", "rng_rank0.pt", "trainer_state.pt"]
     assert torch.load(path / "trainer_state.pt", weights_only=False) == {"step": 3}
     assert (tmp_path / "ckpt" / "latest").read_text() == "step_00000003"
     assert not list((tmp_path / "ckpt").glob(".tmp-*"))
