@@ -26,8 +26,8 @@ from ofa.data.sources import image_root_for, open_source
 from ofa.errors import CheckpointError, ConfigError, DataError, OFAError
 from ofa.model import OFAModel
 from ofa.pipeline import load_tokenizer
-from ofa.tasks import get_task
 from ofa.serialization import read_torch_file
+from ofa.tasks import get_task
 from ofa.trainer.checkpoint import CheckpointManager, refuse_pickled_objects, restore_rng
 from ofa.trainer.config import TrainerConfig
 from ofa.trainer.criteria import CriterionContext, Prepared, build_criterion

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import ofa
@@ -255,3 +257,32 @@ def test_draw_prediction_geometry() -> None:
     assert not (labelled == [255, 0, 0]).all(axis=-1).any()
     assert (labelled[:5, :5] == 0).all() and (labelled[60:, 100:] == 90).all()  # label box top-left only
     assert np.asarray(image).max() == 90  # the input is not modified
+
+
+class _Runs:
+    """Unpickling this runs code: it creates the marker directory."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_predict_refuses_a_pickled_checkpoint_and_says_how_to_opt_in(
+        checkpoint_dir: Path, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a copy of the checkpoint whose model.pt also pickles an object that runs code (issue #14, item 1)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(checkpoint_dir, tampered)
+    marker = tmp_path / "pwned"
+    state = torch.load(tampered / "model.pt", weights_only=True)
+    torch.save({**state, "evil": _Runs(marker)}, tampered / "model.pt")
+    args = ["predict", "--task", "caption", "--checkpoint", str(tampered), *SMALL, str(files["a"])]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "model.pt" in err and "--trust-pickle" in err and "Traceback" not in err
+    assert not marker.exists()
+    # the opt-in unpickles it (the payload runs: that is what the flag means), then the extra key is refused
+    assert main([*args, "--trust-pickle"]) == 2
+    assert marker.exists()
+    assert "evil" in capsys.readouterr().err
