@@ -49,8 +49,9 @@ from ofa.pipeline import Pipeline
 from ofa.tasks.image_gen import INSTRUCTION, ImageGenPrediction, ImageGenTask
 from ofa.tokenization import OFATokenizer
 from ofa.trainer import TaskSpec, Trainer, TrainerConfig
-from ofa.vqgan import VQGANConfig, build_vqgan, images_from_pil, reconstruction_error, train_vqgan
+from ofa.vqgan import VQGANConfig, images_from_pil, reconstruction_error, train_vqgan
 from ofa.vqgan.codes import write_image_gen_tsv
+from ofa.vqgan.train import vqgan_seconds_per_step
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -200,27 +201,6 @@ class ImageQuickstartConfig:
                            resolution=self.image_size, kl_weight=1e-3)
 
 
-def _vqgan_seconds_per_step(images: Any, config: ImageQuickstartConfig, limit: float = math.inf) -> float:
-    """Median time of a few VQGAN training steps (forward, backward, Adam) on real images; inf once the probe
-    has taken more than ``limit`` seconds."""
-    with torch.random.fork_rng(devices=[]):
-        model = build_vqgan(config.vqgan_config()).train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.vqgan_lr)
-        batch = images[: config.vqgan_batch_size]
-        timings = []
-        for _ in range(6):  # the first one warms up
-            start = time.perf_counter()
-            recon, _, losses = model(batch, temperature=0.5)
-            loss = ((recon - batch) ** 2).mean() + losses["kl"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            timings.append(time.perf_counter() - start)
-            if sum(timings) > limit:
-                return math.inf
-    return sorted(timings[1:])[2]
-
-
 def _pick_threads(images: Any, config: ImageQuickstartConfig) -> tuple[int, float]:
     """The torch thread count to run with and the VQGAN's seconds per step with it."""
     default = torch.get_num_threads()
@@ -229,7 +209,8 @@ def _pick_threads(images: Any, config: ImageQuickstartConfig) -> tuple[int, floa
     for threads in candidates:  # one thread first: oversubscribed threads can be many times slower
         torch.set_num_threads(threads)
         limit = 6 * 1.5 * timings[1] if 1 in timings else math.inf
-        timings[threads] = _vqgan_seconds_per_step(images, config, limit)
+        timings[threads] = vqgan_seconds_per_step(images, config.vqgan_config(), lr=config.vqgan_lr,
+                                                  batch_size=config.vqgan_batch_size, limit=limit)
     # Several threads must win clearly: a machine that is busy now tends to get busier, not idler.
     best = min(timings, key=lambda t: timings[t] * (1.0 if t == 1 else 1.1))
     torch.set_num_threads(best)
@@ -396,7 +377,7 @@ def _run(config: ImageQuickstartConfig) -> dict[str, float | None]:
             criterion={"name": "ce", "label_smoothing": 0.0},
             clip_norm=1.0, seed=config.seed, log_every=10, save_every=max_steps, validate_every=max_steps,
             valid_max_examples=config.num_valid, valid_batch_size=64, keep_last=1, best_metric=None)
-        return Trainer(trainer_config, model=model, tokenizer=tok, progress=config.progress)
+        return Trainer(trainer_config, model=model, tokenizer=tok, overwrite=True, progress=config.progress)
 
     t2i_steps = _t2i_steps(config, make_trainer)
     logger.info("training the text-to-image model for %d steps", t2i_steps)

@@ -31,7 +31,7 @@ from ofa.vqgan.model import VQGAN, build_vqgan, images_from_pil
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-__all__ = ["VQGANTrainResult", "train_vqgan", "cosine_temperature", "reconstruction_error", "load_image_tensor",
+__all__ = ["VQGANTrainResult", "train_vqgan", "vqgan_seconds_per_step", "cosine_temperature", "reconstruction_error", "load_image_tensor",
            "VQGAN_PRESETS", "VQGAN_SMALL_F8"]
 
 logger = logging.getLogger(__name__)
@@ -274,3 +274,26 @@ def train_vqgan(
         model.save_pretrained(out)
         logger.info("saved the VQGAN to %s (eval l1 %.4f, %d codes used)", out, final["l1"], final["codes_used"])
     return VQGANTrainResult(model=model, history=history, out_dir=out)
+
+
+def vqgan_seconds_per_step(images: torch.Tensor, config: VQGANConfig, *, lr: float = 1e-3, batch_size: int = 16,
+                           limit: float = math.inf) -> float:
+    """Median time of a few :func:`train_vqgan` steps (L2 forward, backward, Adam) on ``images`` (``[N, 3, H, W]``
+    in [-1, 1]) with a throwaway model, to size a run to a time budget; inf once the probe has taken more than
+    ``limit`` seconds. Torch's global generator is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        model = build_vqgan(config).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        batch = images[:batch_size]
+        timings = []
+        for _ in range(6):  # the first one warms up
+            start = time.perf_counter()
+            recon, _, losses = model(batch, temperature=0.5)
+            loss = ((recon - batch) ** 2).mean() + losses["kl"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            timings.append(time.perf_counter() - start)
+            if sum(timings) > limit:
+                return math.inf
+    return sorted(timings[1:])[2]
