@@ -9,21 +9,25 @@
 3. lowercase and split on whitespace; number words ``none, zero .. ten`` become digits; the articles ``a, an, the``
    are dropped; apostrophe-less contractions are restored (``dont`` -> ``don't``); join with single spaces.
 
-Known differences from the official script, none of which matter for real answers: the official period regex
-deletes at most 32 periods per answer (an accidental ``count`` argument); and the official script normalises
-the answers only for questions whose annotators disagree (it expects pre-normalised ground truth), while
-:func:`vqa_accuracy` always normalises both sides.
+By default (``mode="official"``) scoring is exactly the official ``vqaEval.py``'s: the period regex deletes at
+most 32 periods per answer (its ``re.sub(..., re.UNICODE)`` passes the flag as the ``count`` argument), and the
+answers and the prediction are normalised only for questions whose annotators disagree (after stripping; so "Yes"
+against ten "yes" scores 0, as officially). ``mode="normalized"`` always normalises both sides and deletes every
+lone period (this library's behaviour before 0.2).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Hashable, Mapping, Sequence
+from typing import Any, Hashable, Literal, Mapping, Sequence
 
 from ofa.errors import DataError
 
-__all__ = ["normalize_answer", "vqa_accuracy", "vqa_score", "soft_score"]
+__all__ = ["normalize_answer", "vqa_accuracy", "vqa_score", "soft_score", "VqaMode"]
+
+VqaMode = Literal["official", "normalized"]
+_OFFICIAL_MAX_PERIODS = 32  # re.UNICODE == 32, passed as re.sub's count by the official script
 
 _PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
                 "?", "!")
@@ -69,7 +73,7 @@ _CONTRACTIONS = {
 }
 
 
-def _process_punctuation(text: str) -> str:
+def _process_punctuation(text: str, max_periods: int = 0) -> str:
     # The delete-or-space decision looks at the text as it was before any punctuation was touched.
     delete_all = _DIGIT_COMMA_DIGIT.search(text) is not None
     out = text
@@ -78,14 +82,15 @@ def _process_punctuation(text: str) -> str:
             out = out.replace(p, "")
         else:
             out = out.replace(p, " ")
-    return _LONE_PERIOD.sub("", out)
+    return _LONE_PERIOD.sub("", out, count=max_periods)  # count 0: every one
 
 
-def normalize_answer(text: str) -> str:
+def normalize_answer(text: str, *, official: bool = True) -> str:
     """Normalise an answer the way the official VQA evaluation does (see the module docstring).
 
     Args:
         text: a predicted or ground-truth answer.
+        official: delete at most 32 lone periods, as the official script does (False: all of them).
 
     Returns:
         The normalised answer, e.g. ``"Two dogs."`` -> ``"2 dogs"``, ``"the dog"`` -> ``"dog"``.
@@ -95,7 +100,8 @@ def normalize_answer(text: str) -> str:
     """
     if not isinstance(text, str):
         raise DataError(f"answer must be a str, got {type(text).__name__} {text!r}")
-    text = _process_punctuation(text.replace("\n", " ").replace("\t", " ").strip())
+    text = _process_punctuation(text.replace("\n", " ").replace("\t", " ").strip(),
+                                _OFFICIAL_MAX_PERIODS if official else 0)
     words = []
     for word in text.lower().split():
         word = _NUMBER_WORDS.get(word, word)
@@ -104,39 +110,69 @@ def normalize_answer(text: str) -> str:
     return " ".join(words)
 
 
-def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
+def _answer_text(answer: Any) -> str:
+    if isinstance(answer, Mapping):
+        answer = answer.get("answer")
+    if not isinstance(answer, str):
+        raise DataError(f"an annotator answer must be a str or a VQA answer dict with a str 'answer', got "
+                        f"{answer!r}")
+    return answer
+
+
+def vqa_accuracy(prediction: str, answers: Sequence[str] | Sequence[Mapping[str, Any]], *,
+                 mode: VqaMode = "official") -> float:
     """Official VQA accuracy of one prediction: mean over annotators i of ``min(1, #matches among the others / 3)``.
 
-    With the usual 10 answers this is 0.3, 0.6, 0.9 and 1.0 for 1, 2, 3 and >= 4 matching annotators. With
-    fewer answers the leave-one-out average runs over the answers given (so a single answer always scores 0).
+    With the usual 10 answers this is 0.3, 0.6, 0.9 and 1.0 for 1, 2, 3 and >= 4 matching annotators. The
+    leave-one-out removes exactly one answer per term, also when answers repeat (as the official script does with
+    its answer dicts, which differ by ``answer_id``). With fewer answers the average runs over the answers given
+    (so a single answer always scores 0).
 
     Args:
         prediction: the predicted answer.
-        answers: the annotators' answers (repeats count).
+        answers: the annotators' answers: strings, or VQA v2 answer dicts (``{"answer": ..., "answer_id": ...}``).
+        mode: ``"official"`` normalises only when the (stripped) answers disagree, exactly as ``vqaEval.py``;
+            ``"normalized"`` always normalises both sides.
 
     Returns:
         The accuracy in [0, 1].
 
     Raises:
-        DataError: if ``answers`` is empty or a string, or an entry is not a string.
+        DataError: if ``answers`` is empty or a string, an entry is not a string / answer dict, or ``mode`` is
+            unknown.
     """
+    if mode not in ("official", "normalized"):
+        raise DataError(f"VQA accuracy mode {mode!r} is not one of 'official', 'normalized'")
     if isinstance(answers, str):
         raise DataError(f"answers must be a list of strings, got the string {answers!r}")
     if len(answers) == 0:
         raise DataError("answers is empty; VQA accuracy needs at least one annotator answer")
-    pred = normalize_answer(prediction)
-    match = [normalize_answer(a) == pred for a in answers]
+    if not isinstance(prediction, str):
+        raise DataError(f"the prediction must be a str, got {type(prediction).__name__} {prediction!r}")
+    texts = [_answer_text(a) for a in answers]
+    if mode == "normalized":
+        pred = normalize_answer(prediction, official=False)
+        gts = [normalize_answer(t, official=False) for t in texts]
+    else:
+        gts = [t.replace("\n", " ").replace("\t", " ").strip() for t in texts]
+        pred = prediction.replace("\n", " ").replace("\t", " ").strip()
+        if len(set(gts)) > 1:
+            gts = [normalize_answer(t) for t in gts]
+            pred = normalize_answer(pred)
+    match = [g == pred for g in gts]
     total = sum(match)
     return sum(min(1.0, (total - m) / 3.0) for m in match) / len(match)
 
 
-def vqa_score(predictions: Mapping[Hashable, str], answers: Mapping[Hashable, Sequence[str]]) -> float:
+def vqa_score(predictions: Mapping[Hashable, str], answers: Mapping[Hashable, Sequence[Any]], *,
+              mode: VqaMode = "official") -> float:
     """Mean :func:`vqa_accuracy` over the questions in ``predictions``.
 
     Args:
         predictions: ``question_id -> predicted answer``.
-        answers: ``question_id -> annotator answers``; must cover every id of ``predictions`` (extra ids are
-            ignored, as when evaluating a subset).
+        answers: ``question_id -> annotator answers`` (strings or VQA answer dicts); must cover every id of
+            ``predictions`` (extra ids are ignored, as when evaluating a subset).
+        mode: see :func:`vqa_accuracy`.
 
     Returns:
         The mean accuracy in [0, 1] (multiply by 100 for the usual percentage).
@@ -149,7 +185,7 @@ def vqa_score(predictions: Mapping[Hashable, str], answers: Mapping[Hashable, Se
     missing = [q for q in predictions if q not in answers]
     if missing:
         raise DataError(f"question ids {missing[:5]!r} have no answers ({len(missing)} missing)")
-    return sum(vqa_accuracy(p, answers[q]) for q, p in predictions.items()) / len(predictions)
+    return sum(vqa_accuracy(p, answers[q], mode=mode) for q, p in predictions.items()) / len(predictions)
 
 
 def soft_score(prediction: str, answer_confidences: Mapping[str, float]) -> float:

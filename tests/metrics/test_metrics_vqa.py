@@ -55,10 +55,40 @@ def test_vqa_accuracy_ten_annotators(matches: int, expected: float) -> None:
     assert vqa_accuracy("yes", answers) == pytest.approx(expected)
 
 
-def test_vqa_accuracy_normalises_both_sides() -> None:
+def test_vqa_accuracy_normalized_mode_normalises_both_sides() -> None:
+    assert vqa_accuracy("Two.", ["2", "two", "2 ", "3"] + ["three"] * 6, mode="normalized") == pytest.approx(0.9)
+    assert vqa_accuracy("the dog", ["dog"] * 10, mode="normalized") == 1.0
+    assert vqa_accuracy("dont", ["don't"] * 4 + ["no"] * 6, mode="normalized") == 1.0
+
+
+def test_vqa_accuracy_official_normalises_only_when_annotators_disagree() -> None:
+    # issue #14 item 8: as vqaEval.py, unanimous answers are compared raw (after strip) -> "Yes" scores 0
+    assert vqa_accuracy("Yes", ["yes"] * 10) == 0.0
+    assert vqa_accuracy("Yes", ["yes"] * 10, mode="normalized") == 1.0
+    assert vqa_accuracy("the dog", ["dog"] * 10) == 0.0
+    assert vqa_accuracy(" yes\n", ["yes"] * 10) == 1.0  # whitespace is always stripped
+    # disagreeing annotators: both sides normalised
     assert vqa_accuracy("Two.", ["2", "two", "2 ", "3"] + ["three"] * 6) == pytest.approx(0.9)
-    assert vqa_accuracy("the dog", ["dog"] * 10) == 1.0
     assert vqa_accuracy("dont", ["don't"] * 4 + ["no"] * 6) == 1.0
+    with pytest.raises(DataError, match="'strict'"):
+        vqa_accuracy("yes", ["yes"], mode="strict")
+
+
+def test_official_period_rule_deletes_at_most_32_periods() -> None:
+    text = "a" + "." * 40 + "b"
+    assert normalize_answer(text) == "a" + "." * 8 + "b"  # re.sub(..., re.UNICODE): count=32
+    assert normalize_answer(text, official=False) == "ab"
+
+
+def test_vqa_accuracy_takes_vqa_answer_dicts_and_leaves_out_exactly_one() -> None:
+    dicts = [{"answer": "cat", "answer_id": i + 1, "answer_confidence": "yes"} for i in range(3)]
+    dicts += [{"answer": "dog", "answer_id": i + 4, "answer_confidence": "yes"} for i in range(7)]
+    # each "cat" term sees the 2 other cats: min(1, 2/3); each "dog" term sees 3 cats: 1
+    expected = (3 * (2 / 3) + 7 * 1.0) / 10
+    assert vqa_accuracy("cat", dicts) == pytest.approx(expected)
+    assert vqa_accuracy("cat", [d["answer"] for d in dicts]) == pytest.approx(expected)
+    with pytest.raises(DataError, match="answer dict"):
+        vqa_accuracy("cat", [{"text": "cat"}])
 
 
 def test_vqa_accuracy_fewer_than_ten_answers() -> None:
@@ -69,7 +99,9 @@ def test_vqa_accuracy_fewer_than_ten_answers() -> None:
 
 def test_vqa_score_is_the_mean_over_questions() -> None:
     answers = {1: ["yes"] * 10, 2: ["2"] * 2 + ["3"] * 8, 3: ["red"] * 10}
-    assert vqa_score({1: "Yes", 2: "two", 3: "blue"}, answers) == pytest.approx((1.0 + 0.6 + 0.0) / 3)
+    assert vqa_score({1: "Yes", 2: "two", 3: "blue"}, answers, mode="normalized") == pytest.approx((1.0 + 0.6) / 3)
+    assert vqa_score({1: "yes", 2: "two", 3: "blue"}, answers) == pytest.approx((1.0 + 0.6 + 0.0) / 3)
+    assert vqa_score({1: "Yes", 2: "two", 3: "blue"}, answers) == pytest.approx((0.0 + 0.6 + 0.0) / 3)
     with pytest.raises(DataError, match="no answers"):
         vqa_score({4: "yes"}, answers)
     with pytest.raises(DataError, match="nothing to score"):
