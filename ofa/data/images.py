@@ -1,5 +1,9 @@
 """Image I/O: OFA's base64 image columns, files on disk and raw bytes, always returned as RGB PIL images.
 
+Every image that enters is turned upright by its EXIF orientation (phone photos are often stored sideways), so
+boxes are in the displayed frame, and converted to 8-bit RGB by what its mode means (16-bit grey scaled, not
+clipped; float grey from 0..1; alpha dropped as OFA does).
+
 OFA's TSVs store each image as URL-safe base64 (``-`` and ``_`` instead of ``+`` and ``/``) of the encoded
 file (JPEG or PNG). :func:`decode_base64_image` also accepts the standard alphabet, missing padding and
 embedded line breaks, so files made with either encoder can be read.
@@ -14,7 +18,8 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ofa.errors import DataError
 
@@ -39,7 +44,7 @@ def _open_image(data: bytes, what: str) -> Image.Image:
     """Encoded image bytes -> RGB image, fully loaded; ``what`` names the source in errors."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return _to_rgb(image)
+            return _to_rgb(_upright(image))
     except Image.DecompressionBombError as err:
         raise DataError(f"{what}: image is too large to decode safely ({err})") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
@@ -47,9 +52,41 @@ def _open_image(data: bytes, what: str) -> Image.Image:
         raise DataError(f"{what}: not a readable image ({type(err).__name__}: {err})") from err
 
 
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """``image`` rotated / flipped as its EXIF orientation says (unchanged without one)."""
+    orientation = image.getexif().get(0x0112, 1)  # the Orientation tag
+    if orientation in (None, 1):
+        return image
+    upright = ImageOps.exif_transpose(image)
+    return upright if upright is not None else image
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """A loaded RGB copy of ``image`` (as OFA's readers do: ``convert("RGB")``, alpha dropped)."""
-    if image.mode == "P" and "transparency" in image.info:
+    """A loaded 8-bit RGB copy of ``image``.
+
+    16-bit and 32-bit integer grey (``I;16*``, ``I``) is scaled from 0..65535 to 0..255 (PIL's own conversion clips
+    at 255, turning most pixels white); float grey (``F``) is taken as 0..1 when its finite values lie there, else
+    as 0..255 (NaN -> 0); alpha is dropped, as OFA's readers do (``P`` with transparency goes through RGBA);
+    premultiplied ``La`` / ``RGBa`` are unpremultiplied first; every other mode uses PIL's conversion (CMYK, YCbCr,
+    LAB, HSV, 1, L, LA, PA, RGBX).
+    """
+    if image.mode in _SIXTEEN_BIT:
+        values = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), "L")
+    elif image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        scale = 255.0 if finite.size and finite.min() >= 0.0 and finite.max() <= 1.0 else 1.0
+        values = np.nan_to_num(values * scale, nan=0.0, posinf=255.0, neginf=0.0)
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    elif image.mode == "La":
+        image = image.convert("LA")
+    elif image.mode == "RGBa":
+        image = image.convert("RGBA")
+    elif image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # PIL warns when a palette image with transparency goes straight to RGB
     return image.convert("RGB")
 
@@ -125,7 +162,7 @@ def load_image(src: str | os.PathLike[str] | bytes | bytearray | Image.Image) ->
 
     Args:
         src: A file path (str or path-like), the bytes of an encoded image file, or a PIL image
-            (returned as is when already RGB, else converted).
+            (returned as is when already RGB and upright, else turned upright and converted).
 
     Returns:
         The image, in RGB mode, fully loaded (the file is closed).
@@ -135,7 +172,8 @@ def load_image(src: str | os.PathLike[str] | bytes | bytearray | Image.Image) ->
             bytes are not an image, or ``src`` has another type.
     """
     if isinstance(src, Image.Image):
-        return src if src.mode == "RGB" else _to_rgb(src)
+        upright = _upright(src)
+        return upright if upright.mode == "RGB" else _to_rgb(upright)
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
         if not data:

@@ -121,3 +121,69 @@ def test_load_image_errors_name_the_path(tmp_path):
         load_image(b"\x00\x01garbage")
     with pytest.raises(DataError, match="expected a path"):
         load_image(3.5)  # type: ignore[arg-type]
+
+
+# -- EXIF orientation and every PIL mode (issue #14, items 5 and 6) ---------------------------------------------------
+def _sideways_jpeg(orientation: int) -> bytes:
+    """A 40x20 stored image, left half red, right half blue, with the given EXIF orientation."""
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, :20] = (255, 0, 0)
+    pixels[:, 20:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=98, exif=exif)
+    return buffer.getvalue()
+
+
+def test_exif_orientation_is_applied_by_every_entry_point(tmp_path) -> None:
+    data = _sideways_jpeg(6)  # displayed after a 90 degree clockwise turn: the red left half ends on top
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(data)
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.load()
+        images = [load_image(path), load_image(data), decode_base64_image(base64.urlsafe_b64encode(data)),
+                  load_image(opened)]
+    for image in images:
+        assert image.size == (20, 40)
+        top, bottom = np.asarray(image)[2, 10], np.asarray(image)[37, 10]
+        assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
+    assert load_image(_sideways_jpeg(1)).size == (40, 20)  # orientation 1: as stored
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
+    values = (np.arange(16, dtype=np.uint16).reshape(4, 4) * 4369)  # 0 .. 65535
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, format="PNG")
+    out = np.asarray(load_image(buffer.getvalue()))
+    assert out.dtype == np.uint8 and out.shape == (4, 4, 3)
+    assert out[..., 0].ravel().tolist() == [round(v / 257) for v in values.ravel().tolist()]  # 0, 17, ... 255
+    assert (out[..., 0] == out[..., 2]).all()
+    wide = np.asarray(load_image(Image.fromarray(values.astype(np.int32), "I")))
+    assert wide[..., 0].ravel().tolist() == out[..., 0].ravel().tolist()
+
+
+def test_float_grey_from_unit_range_and_nan() -> None:
+    values = np.array([[0.0, 0.5], [1.0, np.nan]], dtype=np.float32)
+    out = np.asarray(load_image(Image.fromarray(values, "F")))[..., 0]
+    assert out.tolist() == [[0, 128], [255, 0]]
+    big = np.array([[0.0, 100.0], [300.0, -5.0]], dtype=np.float32)  # not 0..1: taken as 0..255, clipped
+    assert np.asarray(load_image(Image.fromarray(big, "F")))[..., 0].tolist() == [[0, 100], [255, 0]]
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr",
+                                  "LAB", "HSV", "I", "I;16", "I;16B", "F"])
+def test_every_mode_becomes_8_bit_rgb(mode) -> None:
+    image = Image.new(mode, (5, 3))
+    out = load_image(image)
+    assert out.mode == "RGB" and out.size == (5, 3)
+
+
+def test_palette_with_transparency_and_alpha_are_dropped_not_blended() -> None:
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    palette.putpixel((1, 0), 1)
+    palette.info["transparency"] = 1
+    assert np.asarray(load_image(palette))[0].tolist() == [[10, 20, 30], [200, 100, 50]]
+    rgba = Image.new("RGBA", (1, 1), (40, 50, 60, 0))
+    assert np.asarray(load_image(rgba))[0, 0].tolist() == [40, 50, 60]  # OFA's convert("RGB")
