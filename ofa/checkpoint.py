@@ -109,6 +109,14 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def _read_config_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{str(path)!r} is not valid JSON ({exc}); it should hold the model config that "
+                              "save_pretrained writes") from exc
+
+
 def _torch_load(path: Path, trust_pickle: bool, map_location: str | torch.device) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
@@ -192,7 +200,7 @@ def read_checkpoint(
         if weights is None:
             raise CheckpointError(
                 f"directory {str(path)!r} holds no weights; looked for {[c.name for c in candidates]}")
-        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        config = _read_config_json(config_file) if config_file.is_file() else {}
         if config.get("format") == FORMAT_NAME:
             state = _torch_load(weights, trust_pickle, map_location)
             if not isinstance(state, Mapping):

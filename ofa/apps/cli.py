@@ -33,11 +33,15 @@ def _options(pairs: Sequence[str], flag: str = "--option") -> dict[str, Any]:
 
 def _task(args: argparse.Namespace) -> Any:
     # import cost: a subcommand loads only what it runs
+    from ofa.errors import InputError
     from ofa.tasks import get_task
 
     options = _options(args.option)
     if getattr(args, "candidates", None):
-        options["candidates"] = [line.strip() for line in Path(args.candidates).read_text().splitlines()
+        path = Path(args.candidates)
+        if not path.is_file():
+            raise InputError(f"--candidates file {str(path)!r} does not exist")
+        options["candidates"] = [line.strip() for line in path.read_text().splitlines()
                                  if line.strip()]
     return get_task(args.task, **options)
 

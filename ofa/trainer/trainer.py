@@ -126,6 +126,9 @@ class Trainer:
             if cfg.model.lower().replace("_", "-") in PRESETS:
                 overrides.setdefault("vocab_size", len(self.tokenizer))
                 model = build_model(cfg.model, **overrides)
+            elif cfg.model.lower().startswith("ofa-") and not Path(cfg.model).exists():
+                raise ConfigError(f"model {cfg.model!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a "
+                                  "checkpoint path")
             else:
                 model = load_checkpoint(cfg.model, **overrides)
         if cfg.init_checkpoint is not None:

@@ -286,3 +286,19 @@ def test_predict_refuses_a_pickled_checkpoint_and_says_how_to_opt_in(
     assert main([*args, "--trust-pickle"]) == 2
     assert marker.exists()
     assert "evil" in capsys.readouterr().err
+
+
+def test_small_input_errors_name_the_input(checkpoint_dir: Path, files: dict[str, Path], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # issue #14 item 7: a missing --candidates file and a corrupt config.json are named, without a traceback
+    args = ["predict", "--task", "vqa_gen", "--checkpoint", str(checkpoint_dir), *SMALL, "--text", "what?",
+            str(files["a"])]
+    assert main([*args, "--candidates", str(tmp_path / "nope.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.txt" in err and "does not exist" in err and "Traceback" not in err
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint_dir, broken)
+    (broken / "config.json").write_text('{"format": "ofa-unified", "config": {')
+    assert main(["predict", "--task", "caption", "--checkpoint", str(broken), *SMALL, str(files["a"])]) == 2
+    err = capsys.readouterr().err
+    assert "config.json" in err and "not valid JSON" in err and "Traceback" not in err

@@ -167,3 +167,8 @@ def test_manifest_is_written_last_and_names_missing_files(tmp_path: Path) -> Non
     with pytest.raises(CheckpointError, match="no manifest.json"):
         verify_manifest(path)
     assert verify_manifest(path, required=False) is False
+
+
+def test_an_unknown_preset_is_named_with_the_presets(make_config) -> None:
+    with pytest.raises(ConfigError, match=r"'ofa-nosuch' is neither a preset \(.*ofa-base.*\) nor a checkpoint"):
+        Trainer(make_config(model="ofa-nosuch"), progress=False)
