@@ -74,6 +74,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     # import cost: a subcommand loads only what it runs
     from ofa.pipeline import Pipeline
 
+    draw_dir = Path(args.draw) if args.draw else None
+    if draw_dir is not None and draw_dir.exists() and not draw_dir.is_dir():  # checked before any work
+        # import cost: a subcommand loads only what it runs
+        from ofa.errors import InputError
+
+        raise InputError(f"--draw {str(draw_dir)!r} is a file; it must be a directory (created if missing)")
     tokenizer = args.tokenizer or args.checkpoint
     runner = Pipeline(_task(args), _model(args), tokenizer, batch_size=args.batch_size)
     images = list(args.images)
@@ -82,7 +88,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         texts = args.text if len(args.text) > 1 else args.text * max(len(images), 1)
     examples = runner.examples(images or None, texts, **_options(args.field, "--field"))
     predictions = runner.predict_examples(examples)
-    draw_dir = Path(args.draw) if args.draw else None
     if draw_dir is not None:
         draw_dir.mkdir(parents=True, exist_ok=True)
     # import cost: a subcommand loads only what it runs

@@ -302,3 +302,14 @@ def test_small_input_errors_name_the_input(checkpoint_dir: Path, files: dict[str
     assert main(["predict", "--task", "caption", "--checkpoint", str(broken), *SMALL, str(files["a"])]) == 2
     err = capsys.readouterr().err
     assert "config.json" in err and "not valid JSON" in err and "Traceback" not in err
+
+
+def test_draw_into_an_existing_file_is_refused(checkpoint_dir: Path, files: dict[str, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "out.png"
+    target.write_bytes(b"not a directory")
+    assert main(["predict", "--task", "refcoco", "--checkpoint", str(checkpoint_dir), *GROUNDING, "--text", "left",
+                 "--draw", str(target), str(files["a"])]) == 2
+    err = capsys.readouterr().err
+    assert "out.png" in err and "must be a directory" in err and "Traceback" not in err
+    assert target.read_bytes() == b"not a directory"
