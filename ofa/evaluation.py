@@ -18,16 +18,19 @@ logger = logging.getLogger(__name__)
 
 
 def read_examples(path: str | Path, task: Task, *, fmt: str | None = None, image_root: str | Path | None = None,
-                  max_bad_rows: int = 100, limit: int | None = None,
+                  max_bad_rows: int = 100, max_bad_fraction: float = 0.5, limit: int | None = None,
                   bad_rows: list[tuple[int, str]] | None = None) -> list[Example]:
     """Parse a TSV (OFA layout of ``task``) or JSONL file into examples.
 
     A row that cannot be parsed is logged with the file and line and skipped; more than ``max_bad_rows`` of
-    them raise :class:`DataError`.
+    them, or more than ``max_bad_fraction`` of the rows read, raise :class:`DataError` (a score over the few rows
+    left would not be the file's).
 
     Args:
         bad_rows: if given, ``(line number, reason)`` of every skipped row is appended to it.
     """
+    if not 0.0 <= max_bad_fraction <= 1.0:
+        raise DataError(f"max_bad_fraction ({max_bad_fraction!r}) must be in [0, 1]")
     path = Path(path)
     fmt = data_format(path, fmt)
     if not isinstance(task, ParsesRows if fmt == "tsv" else ParsesRecords):
@@ -57,6 +60,9 @@ def read_examples(path: str | Path, task: Task, *, fmt: str | None = None, image
                     raise DataError(f"{bad} bad rows in {path} (limit {max_bad_rows}); last: {exc}") from exc
     if not examples:
         raise DataError(f"{path} yielded no usable examples ({bad} bad rows)")
+    if bad > max_bad_fraction * (bad + len(examples)):
+        raise DataError(f"{bad} of {bad + len(examples)} rows of {path} are bad, more than max_bad_fraction "
+                        f"{max_bad_fraction:g}; fix the file or raise the limit (CLI --max-bad-fraction)")
     return examples
 
 

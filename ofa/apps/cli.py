@@ -112,7 +112,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     task = _task(args)
     bad_rows: list[tuple[int, str]] = []
     examples = read_examples(args.data, task, fmt=args.format, image_root=args.image_root,
-                             max_bad_rows=args.max_bad_rows, limit=args.limit, bad_rows=bad_rows)
+                             max_bad_rows=args.max_bad_rows, max_bad_fraction=args.max_bad_fraction,
+                             limit=args.limit, bad_rows=bad_rows)
     metrics, _ = evaluate(task, _model(args), args.tokenizer or args.checkpoint, examples,
                           batch_size=args.batch_size)
     print(json.dumps({"task": task.name, "examples": len(examples), "bad_rows": len(bad_rows), **metrics},
@@ -278,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-root", help="directory that JSONL image paths are relative to")
     p.add_argument("--limit", type=int, help="evaluate only the first N examples")
     p.add_argument("--max-bad-rows", type=int, default=100)
+    p.add_argument("--max-bad-fraction", type=float, default=0.5,
+                   help="fail (exit 2) when more than this fraction of the rows cannot be read (default 0.5)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("quickstart", help="generate a synthetic world, train a small OFA on it on the CPU, "

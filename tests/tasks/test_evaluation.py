@@ -77,3 +77,15 @@ def test_evaluate_scores_the_predictions(tmp_path: Path, small_model: Any, tok: 
     assert [p.id for p in preds] == ["u0", "u1", "u2"]
     expected = sum(p.answer == want for p, want in zip(preds, ["yes", "maybe", "no"])) / 3
     assert metrics == {"accuracy": pytest.approx(expected)}
+
+
+def test_too_large_a_fraction_of_bad_rows_fails(sst2_tsv, tmp_path) -> None:
+    # issue #14 item 7: 100 bad rows of 101 used to give a score over the one good row, exit 0
+    good = sst2_tsv.read_text(encoding="utf-8").splitlines()[0]
+    data = tmp_path / "mostly_bad.tsv"
+    data.write_text("\n".join([good] + ["broken"] * 100) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"100 of 101 rows .* more than max_bad_fraction 0.5"):
+        read_examples(data, ofa.get_task("sst2"), max_bad_rows=1000)
+    assert len(read_examples(data, ofa.get_task("sst2"), max_bad_rows=1000, max_bad_fraction=1.0)) == 1
+    with pytest.raises(DataError, match="max_bad_fraction"):
+        read_examples(data, ofa.get_task("sst2"), max_bad_fraction=1.5)
