@@ -110,7 +110,8 @@ def write_manifest(directory: str | os.PathLike[str]) -> Path:
     synced too: a directory whose manifest verifies was completely on disk."""
     directory = Path(directory)
     entries = {}
-    for path in _files(directory):
+    files = _files(directory)
+    for path in files:
         fsync_path(path)
         entries[path.relative_to(directory).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
     manifest = directory / MANIFEST_NAME
@@ -118,7 +119,7 @@ def write_manifest(directory: str | os.PathLike[str]) -> Path:
     tmp.write_text(json.dumps({"files": entries}, indent=1, sort_keys=True))
     fsync_path(tmp)
     os.replace(tmp, manifest)
-    for sub in sorted({p.parent for p in _files(directory)} | {directory}):
+    for sub in sorted({p.parent for p in files} | {directory}):
         fsync_path(sub)
     return manifest
 
