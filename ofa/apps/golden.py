@@ -5,8 +5,10 @@ Usage::
     python -m ofa.apps.golden golden_tiny.pt [--json] [--tol 1e-4] [--backend sdpa]
 
 Every forward case (``main``, ``patch_mask_false``, ``text_only``, ``code_mixed``, ``code_all``), the
-incremental cases and, once :mod:`ofa.generation` provides them, the generation entries are run through our
-code with the state dict stored in the file (loaded through the official-checkpoint converter). The model's
+incremental cases and the generation entries are run through our code with the state dict stored in the file
+(loaded through the official-checkpoint converter). What a case feeds the encoder (an image or not, which images
+are masked) is read from the shapes the case stored, never from its name; a case may name its inputs explicitly
+with an ``"inputs"`` entry; a case the runner cannot place is an error, not a guess. The model's
 config, vocabulary size and shapes are read from the file. For each tensor we report the relative error
 ``max|ours - ref| / max|ref|``; the exit status is 1 if any error exceeds ``--tol`` or any generation entry
 differs in tokens or score.
@@ -32,7 +34,17 @@ __all__ = ["load_golden_model", "run_forward_cases", "run_generation_cases", "ru
 
 logger = logging.getLogger(__name__)
 
-_TEXT_INPUT_CASES = {"text_only", "code_mixed", "code_all"}
+# The decoder-side inputs of the cases the shared file defines, by name. The encoder side (image or not, which
+# images are masked) is never taken from the name: it is read from the shapes the case stored. A case may also
+# carry an explicit ``"inputs"`` entry, ``{argument: key of data["inputs"]}``, which then decides everything.
+_DECODER_INPUTS: dict[str, tuple[str, str | None]] = {
+    "main": ("prev_output_tokens", None),
+    "patch_mask_false": ("prev_output_tokens", None),
+    "text_only": ("prev_output_tokens", None),
+    "code_mixed": ("prev_output_tokens_code", "code_masks_mixed"),
+    "code_all": ("prev_output_tokens_code", "code_masks_all"),
+}
+_ARGUMENTS = ("src_tokens", "patch_images", "patch_masks", "prev_output_tokens", "code_masks")
 
 
 def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -54,16 +66,68 @@ def load_golden_model(data: dict[str, Any], attention_backend: str = "sdpa") -> 
     return model.eval()
 
 
-def _case_inputs(inputs: dict[str, Any], case: str) -> dict[str, Any]:
-    enc: dict[str, Any] = {"src_tokens": inputs["src_tokens"]}
-    if case not in _TEXT_INPUT_CASES:
-        enc["patch_images"] = inputs["patch_images"]
-        enc["patch_masks"] = inputs["patch_masks_partial" if case == "patch_mask_false" else "patch_masks"]
-    dec: dict[str, Any] = {"prev_output_tokens": inputs["prev_output_tokens"]}
-    if case in ("code_mixed", "code_all"):
-        dec["prev_output_tokens"] = inputs["prev_output_tokens_code"]
-        dec["code_masks"] = inputs["code_masks_mixed" if case == "code_mixed" else "code_masks_all"]
-    return {"encode": enc, "decode": dec}
+def _input(inputs: dict[str, Any], key: str, case: str) -> torch.Tensor:
+    if key not in inputs:
+        raise CheckpointError(f"golden case {case!r} needs inputs[{key!r}], which the file does not have "
+                              f"(it has {sorted(inputs)})")
+    return inputs[key]
+
+
+def _explicit_inputs(inputs: dict[str, Any], case: str, spec: Any) -> dict[str, Any]:
+    if not isinstance(spec, dict) or not set(spec) <= set(_ARGUMENTS) or "src_tokens" not in spec:
+        raise CheckpointError(f"golden case {case!r} has an 'inputs' entry {spec!r}; expected a dict mapping some "
+                              f"of {list(_ARGUMENTS)} (src_tokens and prev_output_tokens required) to input keys")
+    if "prev_output_tokens" not in spec:
+        raise CheckpointError(f"golden case {case!r}: its 'inputs' entry names no prev_output_tokens")
+    got = {arg: _input(inputs, key, case) for arg, key in spec.items()}
+    return {"encode": {k: got[k] for k in ("src_tokens", "patch_images", "patch_masks") if k in got},
+            "decode": {k: got[k] for k in ("prev_output_tokens", "code_masks") if k in got}}
+
+
+def _encoder_inputs(inputs: dict[str, Any], case: str, ref: dict[str, Any]) -> dict[str, Any]:
+    """Read from the stored shapes whether ``case`` ran the image encoder, and which images it masked."""
+    src_tokens = _input(inputs, "src_tokens", case)
+    pad = ref.get("encoder_padding_mask")
+    out = ref.get("encoder_out")
+    if isinstance(pad, torch.Tensor) and pad.dim() == 2:
+        length = pad.shape[1]
+    elif isinstance(out, torch.Tensor) and out.dim() == 3:
+        length = out.shape[0]
+    else:
+        raise CheckpointError(f"golden case {case!r} stores neither encoder_padding_mask nor encoder_out, so its "
+                              "encoder inputs cannot be read from it; give the case an 'inputs' entry")
+    n_text = src_tokens.shape[1]
+    if length == n_text:
+        return {"src_tokens": src_tokens}
+    if length < n_text:
+        raise CheckpointError(f"golden case {case!r}: its encoder output has {length} positions, fewer than the "
+                              f"{n_text} source tokens")
+    images = _input(inputs, "patch_images", case)
+    if not isinstance(pad, torch.Tensor):
+        raise CheckpointError(f"golden case {case!r} ran the image encoder but stores no encoder_padding_mask to "
+                              "tell which images were masked; give the case an 'inputs' entry")
+    n_patches = length - n_text
+    # A masked image is all padding; an unmasked one has no padding positions at all.
+    patch_masks = ~pad[:, :n_patches].all(dim=1)
+    partial = pad[:, :n_patches].any(dim=1) & patch_masks
+    if bool(partial.any()):
+        raise CheckpointError(f"golden case {case!r}: the image part of encoder_padding_mask is partly padded in "
+                              "a row, which no patch mask produces")
+    return {"src_tokens": src_tokens, "patch_images": images, "patch_masks": patch_masks}
+
+
+def _case_inputs(inputs: dict[str, Any], case: str, ref: dict[str, Any]) -> dict[str, Any]:
+    """The ``encode``/``decode`` arguments of a forward case: its ``inputs`` entry, else name + stored shapes."""
+    if "inputs" in ref:
+        return _explicit_inputs(inputs, case, ref["inputs"])
+    if case not in _DECODER_INPUTS:
+        raise CheckpointError(f"golden case {case!r} is not one this runner knows ({sorted(_DECODER_INPUTS)}) and "
+                              "has no 'inputs' entry naming its inputs; refusing to guess")
+    tokens_key, masks_key = _DECODER_INPUTS[case]
+    dec: dict[str, Any] = {"prev_output_tokens": _input(inputs, tokens_key, case)}
+    if masks_key is not None:
+        dec["code_masks"] = _input(inputs, masks_key, case)
+    return {"encode": _encoder_inputs(inputs, case, ref), "decode": dec}
 
 
 def run_forward_cases(model: Any, data: dict[str, Any]) -> dict[str, float]:
@@ -71,9 +135,11 @@ def run_forward_cases(model: Any, data: dict[str, Any]) -> dict[str, float]:
     inputs = data["inputs"]
     results: dict[str, float] = {}
     for case, ref in data["outputs"].items():
-        if case in ("incremental", "generation") or not isinstance(ref, dict):
+        if case in ("incremental", "generation"):
             continue
-        args = _case_inputs(inputs, case)
+        if not isinstance(ref, dict):
+            raise CheckpointError(f"golden case {case!r} is a {type(ref).__name__}, not a dict of tensors")
+        args = _case_inputs(inputs, case, ref)
         with torch.no_grad():
             enc = model.encode(**args["encode"], return_states=True)
             dec = model.decode(**args["decode"], encoder_out=enc, return_states=True, return_cross_attention=True)
@@ -88,7 +154,13 @@ def run_forward_cases(model: Any, data: dict[str, Any]) -> dict[str, float]:
             "encoder_position_embeddings": enc.position_embeddings,
             "resnet_features": enc.image_features,
         }
+        unknown = sorted(set(ref) - set(ours) - {"inputs"})
+        if unknown:
+            raise CheckpointError(f"golden case {case!r} stores {unknown}, which this runner does not compute "
+                                  f"(it compares {sorted(ours)})")
         for name, value in ref.items():
+            if name == "inputs":
+                continue
             mine = ours.get(name)
             if isinstance(value, (list, tuple)):
                 for i, item in enumerate(value):
@@ -99,11 +171,16 @@ def run_forward_cases(model: Any, data: dict[str, Any]) -> dict[str, float]:
             else:
                 results[f"{case}/{name}"] = float("inf") if mine is None else rel_err(mine, value)
     for case, ref in data["outputs"].get("incremental", {}).items():
-        args = _case_inputs(inputs, case)
+        # An incremental case replays the forward case of the same name step by step.
+        forward = data["outputs"].get(case)
+        if not isinstance(forward, dict):
+            raise CheckpointError(f"golden incremental case {case!r} has no forward case of the same name to take "
+                                  "its inputs from")
+        args = _case_inputs(inputs, case, forward)
         tokens = args["decode"]["prev_output_tokens"]
         with torch.no_grad():
             enc = model.encode(**args["encode"])
-            cache = model.init_cache(enc)
+            cache = model.init_cache(enc, code_masks=args["decode"].get("code_masks"))
             rows = [model.decode_step(tokens[:, t:t + 1], cache)[:, -1] for t in range(tokens.shape[1])]
         results[f"incremental/{case}"] = rel_err(torch.stack(rows, dim=1), ref)
     return results

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from ofa.errors import CheckpointError
 from ofa.generation.config import GenerationConfig
 from ofa.generation.generate import generate
 from ofa.generation.processors import AllowedTokens, TrieConstraint
@@ -48,8 +49,12 @@ def run_golden_generation(model: Any, data: dict[str, Any]) -> dict[str, dict[st
             trie = Trie.from_answers([list(map(int, a)) for a in answers])
         config = config_from_reference_args(args, entry.get("constraint_range"), trie)
         kwargs: dict[str, Any] = {}
-        if entry.get("input", "main") == "main":
+        source = entry.get("input", "main")
+        if source == "main":
             kwargs.update(patch_images=inputs["patch_images"], patch_masks=inputs["patch_masks"])
+        elif source != "text_only":
+            raise CheckpointError(f"golden generation entry {name!r} generates from input {source!r}; this runner "
+                                  "knows 'main' (image and text) and 'text_only'")
         hypos = generate(model, inputs["src_tokens"], config=config, prefix_tokens=entry.get("prefix_tokens"),
                          **kwargs)
         identical = True

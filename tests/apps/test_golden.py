@@ -58,3 +58,67 @@ def test_missing_or_foreign_golden_file_raises(tmp_path: Path) -> None:
     torch.save({"model": {}}, path)
     with pytest.raises(CheckpointError, match="inputs"):
         main([str(path)], out=lambda line: None)
+
+
+def _our_case(model: Any, enc_args: dict[str, Any], dec_args: dict[str, Any]) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        enc = model.encode(**enc_args)
+        dec = model.decode(**dec_args, encoder_out=enc)
+    return {"logits": dec.logits, "encoder_out": enc.hidden.transpose(0, 1), "encoder_padding_mask": enc.padding_mask}
+
+
+def test_cases_are_read_from_the_stored_shapes_not_the_names(golden_data: dict[str, Any]) -> None:
+    """A ``code_mixed`` case that ran the image encoder (one image masked), as image-infilling pretraining does,
+    and an incremental ``code_mixed`` replay that needs ``code_masks`` in ``init_cache``: both reproduced."""
+    model = load_golden_model(golden_data)
+    inputs = golden_data["inputs"]
+    enc_args = {"src_tokens": inputs["src_tokens"], "patch_images": inputs["patch_images"],
+                "patch_masks": inputs["patch_masks_partial"]}
+    dec_args = {"prev_output_tokens": inputs["prev_output_tokens_code"], "code_masks": inputs["code_masks_mixed"]}
+    case = _our_case(model, enc_args, dec_args)
+    assert case["encoder_out"].shape[0] > inputs["src_tokens"].shape[1]  # the image encoder did run
+    data = {"inputs": inputs, "outputs": {"code_mixed": case, "incremental": {"code_mixed": case["logits"]}}}
+    results = run_forward_cases(model, data)
+    assert set(results) == {"code_mixed/logits", "code_mixed/encoder_out", "code_mixed/encoder_padding_mask",
+                            "incremental/code_mixed"}
+    assert {name: err for name, err in results.items() if not err <= 1e-5} == {}
+
+
+def test_explicit_case_inputs_are_honoured(golden_data: dict[str, Any]) -> None:
+    model = load_golden_model(golden_data)
+    inputs = golden_data["inputs"]
+    case = _our_case(model, {"src_tokens": inputs["src_tokens"]},
+                     {"prev_output_tokens": inputs["prev_output_tokens_code"], "code_masks": inputs["code_masks_all"]})
+    case["inputs"] = {"src_tokens": "src_tokens", "prev_output_tokens": "prev_output_tokens_code",
+                      "code_masks": "code_masks_all"}
+    results = run_forward_cases(model, {"inputs": inputs, "outputs": {"my_codes": case}})
+    assert max(results.values()) <= 1e-5 and "my_codes/logits" in results
+
+
+@pytest.mark.parametrize("outputs, message", [
+    ({"my_case": {"logits": torch.zeros(2, 9, 3)}}, "not one this runner knows"),
+    ({"main": {"logits": torch.zeros(2, 9, 3)}}, "neither encoder_padding_mask nor encoder_out"),
+    ({"main": {"encoder_padding_mask": torch.zeros(2, 8, dtype=torch.bool), "attn_weights": torch.zeros(1)}},
+     "attn_weights"),
+    ({"main": {"encoder_padding_mask": torch.zeros(2, 3, dtype=torch.bool)}}, "fewer than"),
+    ({"main": torch.zeros(1)}, "not a dict"),
+    ({"incremental": {"my_case": torch.zeros(1)}}, "no forward case"),
+    ({"text_only": {"encoder_padding_mask": torch.zeros(2, 8, dtype=torch.bool), "inputs": {"src_tokens": "nope"}}},
+     "prev_output_tokens"),
+    ({"text_only": {"encoder_padding_mask": torch.zeros(2, 8, dtype=torch.bool),
+                    "inputs": {"src_tokens": "nope", "prev_output_tokens": "prev_output_tokens"}}}, "'nope'"),
+])
+def test_cases_the_runner_cannot_place_fail_loudly(golden_data: dict[str, Any], outputs: dict[str, Any],
+                                                   message: str) -> None:
+    model = load_golden_model(golden_data)
+    with pytest.raises(CheckpointError, match=message):
+        run_forward_cases(model, {"inputs": golden_data["inputs"], "outputs": outputs})
+
+
+def test_generation_entry_from_an_unknown_input_fails_loudly(golden_data: dict[str, Any]) -> None:
+    from ofa.generation.golden import run_golden_generation
+
+    model = load_golden_model(golden_data)
+    entry = dict(golden_data["outputs"]["generation"]["beam5_maxlen10"], input="masked_images")
+    with pytest.raises(CheckpointError, match="masked_images"):
+        run_golden_generation(model, {"inputs": golden_data["inputs"], "outputs": {"generation": {"g": entry}}})
