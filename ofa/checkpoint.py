@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from ofa.builders import build_ofa
 from ofa.config import OFAConfig, ResNetConfig, with_overrides
 from ofa.errors import CheckpointError, ConfigError
 from ofa.nn.rel_pos import decoder_image_position_ids, image_bucket_index, token_rel_positions
-from ofa.serialization import CONFIG_NAME, FORMAT_NAME, WEIGHTS_NAME, write_pretrained
+from ofa.serialization import CONFIG_NAME, FORMAT_NAME, WEIGHTS_NAME, check_torch_file, write_pretrained
 
 __all__ = [
     "load_checkpoint",
@@ -117,31 +116,21 @@ def _read_config_json(path: Path) -> Any:
                               "save_pretrained writes") from exc
 
 
+def _allowed_config_global(name: str) -> bool:
+    return name == "argparse.Namespace" or name.startswith(_STUB_PREFIXES)
+
+
 def _torch_load(path: Path, trust_pickle: bool, map_location: str | torch.device) -> Any:
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
+    """Load a checkpoint file: fully unpickled with ``trust_pickle``, else only tensors, plain containers,
+    ``argparse.Namespace`` and config objects (rebuilt as inert stubs) from the allowlisted packages."""
+    extra = check_torch_file(path, allowed=_allowed_config_global, trust_pickle=trust_pickle)
     if trust_pickle:
         try:
             return torch.load(path, map_location=map_location, weights_only=False)
         except Exception as exc:  # pickle can raise anything
             raise CheckpointError(f"could not read {str(path)!r} as a torch checkpoint: {exc}") from exc
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(
-            f"{str(path)!r} is not a torch checkpoint (zip) file, or it is truncated; "
-            "legacy non-zip files need trust_pickle=True (CLI: --trust-pickle)")
-    try:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception as exc:
-        raise CheckpointError(f"could not read {str(path)!r}: it is truncated or not a torch checkpoint ({exc})") from exc
-    refused = [name for name in unsafe
-               if not (name == "argparse.Namespace" or name.startswith(_STUB_PREFIXES))]
-    if refused:
-        raise CheckpointError(
-            f"{str(path)!r} pickles objects outside the allowlist: {refused}. Only tensors, plain containers, "
-            f"argparse.Namespace and config objects from {list(_STUB_PREFIXES)} are read by default; pass "
-            "trust_pickle=True (CLI: --trust-pickle) to unpickle this file (this runs code from the file: only for "
-            "files you trust)")
-    safe: list[Any] = [argparse.Namespace] + [(_stub_class(name), name) for name in unsafe if name != "argparse.Namespace"]
+    safe: list[Any] = [argparse.Namespace] + [(_stub_class(name), name) for name in extra
+                                              if name != "argparse.Namespace"]
     try:
         with torch.serialization.safe_globals(safe):
             return torch.load(path, map_location=map_location, weights_only=True)

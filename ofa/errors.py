@@ -16,6 +16,7 @@ __all__ = [
     "PluginError",
     "PluginConflictError",
     "DataError",
+    "OFAWarning",
 ]
 
 
@@ -53,3 +54,7 @@ class PluginConflictError(PluginError):
 
 class DataError(OFAError, ValueError):
     """A data file, row, record or image that cannot be read (bad base64, wrong column count, bad JSON, ...)."""
+
+
+class OFAWarning(UserWarning):
+    """Something the library did to an input that changes the result (text cut to a task's length limit, ...)."""

@@ -69,6 +69,7 @@ def read_examples(path: str | Path, task: Task, *, fmt: str | None = None, image
 def evaluate(task: Task, model: Any, tokenizer: Any, examples: list[Example], batch_size: int = 8,
              progress: bool | None = None) -> tuple[dict[str, float], list[Prediction]]:
     """Predict every example and score the predictions with the task's metric."""
-    runner = Pipeline(task, model, tokenizer, batch_size=batch_size, progress=progress)
+    # Data is encoded exactly as training encodes it (literal <bin_K> in a data file stays a bin token).
+    runner = Pipeline(task, model, tokenizer, batch_size=batch_size, progress=progress, literal_text=False)
     predictions = runner.predict_examples(examples)
     return task.score(predictions, examples), predictions

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import numbers
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
-from ofa.errors import InputError
+from ofa.errors import InputError, OFAError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -17,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # This module is imported by ``import ofa`` (see ofa/__init__.py), so it imports torch and the tasks lazily.
 
-__all__ = ["Pipeline", "pipeline", "load_tokenizer"]
+__all__ = ["Pipeline", "Failure", "pipeline", "load_tokenizer"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,27 @@ def _is_per_input(name: str, value: Any, n: int) -> bool:
     return True
 
 
+@dataclass
+class Failure:
+    """An input :meth:`Pipeline.stream` could not predict for (with ``errors="record"``).
+
+    Attributes:
+        id: the input's index (the same id a prediction for it would have had).
+        error: the :class:`~ofa.errors.OFAError` that stopped it (an unreadable image, bad text, ...).
+    """
+
+    id: int
+    error: Exception
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "error": f"{type(self.error).__name__}: {self.error}"}
+
+
 class Pipeline:
     """Runs one task end to end: raw inputs -> examples -> batches -> model -> predictions.
+
+    Inputs are read a batch at a time (:meth:`stream`): images are decoded, resized and dropped batch by batch,
+    so memory stays flat however many inputs there are.
 
     Args:
         task: a task object (see :func:`ofa.get_task`).
@@ -70,12 +90,16 @@ class Pipeline:
         batch_size: inputs per forward pass.
         device: where to run (default: the model's device).
         progress: show a progress bar (default: when there are more inputs than one batch).
+        literal_text: encode text with :meth:`~ofa.tokenization.OFATokenizer.as_literal`, so that a user's
+            ``"<bin_12>"`` or ``"<code_5>"`` stays text instead of becoming a location or code token (default
+            True; False for prompts that spell special tokens on purpose).
     """
 
     def __init__(self, task: Task, model: Any, tokenizer: Any, batch_size: int = 8,
-                 device: torch.device | str | None = None, progress: bool | None = None) -> None:
-        if batch_size < 1:
-            raise InputError(f"batch_size ({batch_size}) must be >= 1")
+                 device: torch.device | str | None = None, progress: bool | None = None,
+                 literal_text: bool = True) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size ({batch_size!r}) must be an int >= 1")
         self.task = task
         self.model = _load_model(model, device)
         self.tokenizer = load_tokenizer(tokenizer)
@@ -84,18 +108,15 @@ class Pipeline:
                              f"{self.model.config.vocab_size}")
         self.batch_size = batch_size
         self.progress = progress
+        self.literal_text = literal_text
+        self._encoder = self.tokenizer.as_literal() if literal_text else self.tokenizer
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def examples(self, inputs: Any, text: Any = None, **fields: Any) -> list[Example]:
-        """Build examples from images (PIL, paths, bytes) and/or texts; lists are zipped, scalars broadcast.
-
-        ``fields`` become ``Example.extra`` (``region=``, ``premise=``, ...). When ``inputs`` or ``text`` is a
-        list, a field given as a list of one value per input is split across the inputs; any other value
-        (a string, a single box such as ``[x0, y0, x1, y1]``) is shared by all of them.
-        """
+    def _plan(self, inputs: Any, text: Any, fields: dict[str, Any]) -> tuple[int, Callable[[int], Example]]:
+        """The number of inputs and a function building input ``i``'s example (loading its image then)."""
         # import cost: `import ofa` loads this module; torch and the tasks load on first use
         from ofa.data.images import load_image
 
@@ -118,17 +139,76 @@ class Pipeline:
                 raise InputError(f"got {len(values)} {name} for {n} inputs; pass one or {n}")
         batched = isinstance(inputs, (list, tuple)) or isinstance(text, (list, tuple))
         per_input = {k for k, v in fields.items() if batched and _is_per_input(k, v, n)}
-        out = []
-        for i in range(n):
+
+        def build(i: int) -> Example:
             image = images[i if len(images) > 1 else 0] if images else None
-            if image is not None and not hasattr(image, "convert"):
-                image = load_image(image)
-            elif image is not None:
-                image = image.convert("RGB")
+            item = texts[i if len(texts) > 1 else 0] if texts else None
+            if item is not None:
+                _check_user_text(item, i, n)
             extra = {k: (v[i] if k in per_input else v) for k, v in fields.items()}
-            out.append(Example(id=i, image=image, text=texts[i if len(texts) > 1 else 0] if texts else None,
-                               extra=extra))
-        return out
+            return Example(id=i, image=None if image is None else load_image(image), text=item, extra=extra)
+
+        return n, build
+
+    def examples(self, inputs: Any, text: Any = None, **fields: Any) -> list[Example]:
+        """Build examples from images (PIL, paths, bytes) and/or texts; lists are zipped, scalars broadcast.
+
+        ``fields`` become ``Example.extra`` (``region=``, ``premise=``, ...). When ``inputs`` or ``text`` is a
+        list, a field given as a list of one value per input is split across the inputs; any other value
+        (a string, a single box such as ``[x0, y0, x1, y1]``) is shared by all of them. Every image is loaded
+        now; :meth:`stream` loads them a batch at a time instead.
+        """
+        n, build = self._plan(inputs, text, fields)
+        return [build(i) for i in range(n)]
+
+    def stream(self, inputs: Any = None, text: Any = None, *, errors: str = "raise",
+               **fields: Any) -> Iterator[tuple[Example | None, Prediction | Failure]]:
+        """Predict input by input, a batch at a time, in input order: yields ``(example, result)`` pairs.
+
+        Images are loaded when their batch comes up and released after it, so memory does not grow with the
+        number of inputs. With ``errors="record"`` an input that cannot be read or encoded yields a
+        :class:`Failure` (``example`` is None when the input could not even be built) and the others still get
+        predictions; with ``errors="raise"`` (default) the first such input raises its
+        :class:`~ofa.errors.OFAError`. Arguments are as for :meth:`examples`.
+        """
+        if errors not in ("raise", "record"):
+            raise InputError(f"errors={errors!r}; expected 'raise' or 'record'")
+        # import cost: `import ofa` loads this module; torch and the tasks load on first use
+        import torch
+
+        # import cost: `import ofa` loads this module; torch and the tasks load on first use
+        from ofa.data.collate import collate
+        from ofa.tasks.base import predict
+
+        n, build = self._plan(inputs, text, fields)
+        starts: Iterable[int] = range(0, n, self.batch_size)
+        show = self.progress if self.progress is not None else n > self.batch_size
+        if show:
+            # import cost: `import ofa` loads this module; torch and the tasks load on first use
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"{self.task.name}", unit="batch")
+        for start in starts:
+            results: list[tuple[Example | None, Prediction | Failure | None]] = []
+            samples = []
+            for i in range(start, min(start + self.batch_size, n)):
+                example: Example | None = None
+                try:
+                    example = build(i)
+                    samples.append(self.task.encode(example, self._encoder, training=False))
+                    results.append((example, None))
+                except OFAError as err:
+                    if errors == "raise":
+                        raise
+                    results.append((example, Failure(i, err)))
+            if samples:
+                with torch.no_grad():
+                    batch = collate(samples, pad_id=self.tokenizer.pad_id).to(self.device)
+                    predicted = iter(predict(self.task, self.model, batch, self.tokenizer))
+                results = [(ex, next(predicted) if res is None else res) for ex, res in results]
+            for example, result in results:
+                assert result is not None
+                yield example, result
 
     def predict_examples(self, examples: Sequence[Example]) -> list[Prediction]:
         """Encode, batch and predict a list of examples (keeps their order and ids)."""
@@ -143,7 +223,6 @@ class Pipeline:
         from ofa.data.collate import collate
         from ofa.tasks.base import predict
 
-        tok = self.tokenizer
         predictions: list[Prediction] = []
         chunks = range(0, len(examples), self.batch_size)
         show = self.progress if self.progress is not None else len(examples) > self.batch_size
@@ -155,21 +234,33 @@ class Pipeline:
             iterator = tqdm(chunks, desc=f"{self.task.name}", unit="batch")
         for start in iterator:
             chunk = examples[start:start + self.batch_size]
-            samples = [self.task.encode(ex, tok, training=False) for ex in chunk]
-            batch = collate(samples, pad_id=tok.pad_id).to(self.device)
-            predictions.extend(predict(self.task, self.model, batch, tok))
+            samples = [self.task.encode(ex, self._encoder, training=False) for ex in chunk]
+            batch = collate(samples, pad_id=self.tokenizer.pad_id).to(self.device)
+            predictions.extend(predict(self.task, self.model, batch, self.tokenizer))
         return predictions
 
     def __call__(self, inputs: Any = None, text: Any = None, **fields: Any) -> Prediction | list[Prediction]:
-        """Predict for one input (returns one prediction) or a list (returns a list)."""
-        examples = self.examples(inputs, text, **fields)
-        predictions = self.predict_examples(examples)
+        """Predict for one input (returns one prediction) or a list (returns a list); images are read a batch
+        at a time, and the first input that cannot be read raises (use :meth:`stream` to go on past it)."""
+        predictions = [result for _, result in self.stream(inputs, text, **fields)]
         single = not isinstance(inputs, (list, tuple)) and not isinstance(text, (list, tuple))
-        return predictions[0] if single else predictions
+        return predictions[0] if single else predictions  # type: ignore[return-value]
+
+
+def _check_user_text(text: Any, index: int, n: int) -> None:
+    """A user's text must be a str of valid Unicode; errors name the input and the position in *its* text."""
+    where = f"the text of input {index}" if n > 1 else "the text"
+    if not isinstance(text, str):
+        raise InputError(f"{where} is a {type(text).__name__} ({text!r:.60}); expected a str")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InputError(f"{where} is not valid Unicode: character {text[err.start]!r} at index {err.start} of "
+                         f"{text!r:.80} (undecodable bytes, e.g. from a non-UTF-8 terminal or file)") from None
 
 
 def pipeline(task: str | Task, model: Any, tokenizer: Any = None, *, batch_size: int = 8,
-             device: torch.device | str | None = None, progress: bool | None = None,
+             device: torch.device | str | None = None, progress: bool | None = None, literal_text: bool = True,
              **task_options: Any) -> Pipeline:
     """Build a :class:`Pipeline`.
 
@@ -177,6 +268,7 @@ def pipeline(task: str | Task, model: Any, tokenizer: Any = None, *, batch_size:
         task: a registered task name (``"caption"``, ``"refcoco"``, a plugin's name, ...) or a task object.
         model: an :class:`~ofa.model.OFAModel` or a checkpoint path.
         tokenizer: a tokenizer or a directory; default: the checkpoint directory when ``model`` is a path.
+        literal_text: see :class:`Pipeline` (user text never becomes special tokens unless this is False).
         **task_options: passed to the task's constructor (e.g. ``candidates=[...]`` for VQA).
     """
     # import cost: `import ofa` loads this module; torch and the tasks load on first use
@@ -188,4 +280,5 @@ def pipeline(task: str | Task, model: Any, tokenizer: Any = None, *, batch_size:
             tokenizer = model
         else:
             raise InputError("pass tokenizer= (a tokenizer or a directory with its files)")
-    return Pipeline(task_obj, model, tokenizer, batch_size=batch_size, device=device, progress=progress)
+    return Pipeline(task_obj, model, tokenizer, batch_size=batch_size, device=device, progress=progress,
+                    literal_text=literal_text)

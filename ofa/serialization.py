@@ -10,15 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
+import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
 from ofa.errors import CheckpointError
 
-__all__ = ["FORMAT_NAME", "WEIGHTS_NAME", "CONFIG_NAME", "MANIFEST_NAME", "write_pretrained", "read_torch_file",
+__all__ = ["FORMAT_NAME", "WEIGHTS_NAME", "CONFIG_NAME", "MANIFEST_NAME", "write_pretrained", "check_torch_file", "read_torch_file",
            "fsync_path", "write_manifest", "verify_manifest"]
 
 FORMAT_NAME = "ofa-unified"
@@ -44,9 +44,58 @@ def write_pretrained(directory: str | os.PathLike[str], state_dict: Mapping[str,
     return directory
 
 
+def check_torch_file(path: str | os.PathLike[str], *, allowed: Callable[[str], bool] = lambda name: False,
+                     trust_pickle: bool = False, opt_in: str = "trust_pickle=True (CLI: --trust-pickle)") -> list[str]:
+    """Check a torch file without unpickling it: it exists, is a zip archive whose every entry passes its CRC
+    check, and pickles no global beyond torch's weights-only allowlist except those ``allowed`` accepts.
+
+    torch's own reader checks no CRCs, so a flipped byte inside a tensor would otherwise load silently.
+
+    Args:
+        path: the file.
+        allowed: which extra globals (``"module.Name"``) the caller can rebuild without running code.
+        trust_pickle: skip the globals check (the file will be unpickled in full); legacy non-zip files pass.
+        opt_in: how the caller's user opts in to unpickling, for the error message.
+
+    Returns:
+        The extra globals the file pickles (all of them ``allowed``, or any when ``trust_pickle``).
+
+    Raises:
+        CheckpointError: naming the file, and the damaged entry or the refused globals.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
+    if not zipfile.is_zipfile(path):
+        if trust_pickle:
+            return []
+        raise CheckpointError(f"{str(path)!r} is not a torch checkpoint (zip) file: it is truncated, damaged, or a legacy "
+                              f"pickle (those need {opt_in}, which runs code from the file: only for files you "
+                              "trust)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        raise CheckpointError(f"could not read {str(path)!r}: it is truncated or damaged ({exc})") from exc
+    if bad is not None:
+        raise CheckpointError(f"{str(path)!r} is damaged: its entry {bad!r} fails its CRC check")
+    try:
+        extra = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception as exc:  # a zip that is not torch's layout
+        raise CheckpointError(f"could not read {str(path)!r}: it is not a torch file ({exc})") from exc
+    refused = [name for name in extra if not allowed(name)]
+    if refused and not trust_pickle:
+        raise CheckpointError(
+            f"{str(path)!r} pickles objects other than tensors and plain containers ({', '.join(refused)}); "
+            f"loading it could run code. Pass {opt_in} to read it (this runs code from the file: only for files "
+            "you trust)")
+    return extra
+
+
 def read_torch_file(path: str | os.PathLike[str], *, trust_pickle: bool = False,
                     map_location: str | torch.device = "cpu") -> Any:
-    """Load a torch file, by default refusing pickled objects other than tensors and plain containers.
+    """Load a torch file (checked by :func:`check_torch_file` first), by default refusing pickled objects other
+    than tensors and plain containers.
 
     Args:
         path: the file.
@@ -54,26 +103,13 @@ def read_torch_file(path: str | os.PathLike[str], *, trust_pickle: bool = False,
         map_location: where tensors are placed.
 
     Raises:
-        CheckpointError: If the file is absent, truncated, not a torch file, or pickles other objects while
-            ``trust_pickle`` is False (the message names the file and the refused globals).
+        CheckpointError: If the file is absent, truncated, damaged (a CRC mismatch), not a torch file, or pickles
+            other objects while ``trust_pickle`` is False (the message names the file and the refused globals).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
+    check_torch_file(path, trust_pickle=trust_pickle)
     try:
         return torch.load(path, map_location=map_location, weights_only=not trust_pickle)
-    except pickle.UnpicklingError as exc:
-        if trust_pickle:
-            raise CheckpointError(f"could not unpickle {str(path)!r}: {exc}") from exc
-        try:
-            refused = f" ({', '.join(torch.serialization.get_unsafe_globals_in_checkpoint(path))})"
-        except Exception:  # legacy non-zip files cannot be listed; the message stays useful without the names
-            refused = ""
-        raise CheckpointError(
-            f"{str(path)!r} pickles objects other than tensors and plain containers{refused}; pass "
-            "trust_pickle=True (CLI: --trust-pickle) to read it (this runs code from the file: only for files you "
-            "trust)") from exc
-    except Exception as exc:  # torch.load raises RuntimeError, EOFError, ... for damaged files
+    except Exception as exc:  # torch.load raises RuntimeError, EOFError, UnpicklingError, ... for damaged files
         raise CheckpointError(f"could not read {str(path)!r}: it is truncated or not a torch file ({exc})") from exc
 
 

@@ -414,3 +414,36 @@ def test_directory_of_our_format_holding_a_list_raises(test_model: Any, tmp_path
     torch.save([1, 2], tmp_path / "model.pt")
     with pytest.raises(CheckpointError, match="does not hold a state dict"):
         ofa.load_checkpoint(tmp_path)
+
+
+def _flip_tensor_byte(path: Path) -> str:
+    """Flip one byte in the middle of the largest entry of a torch zip file; return the entry's name."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda i: i.compress_size)
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    data[start + info.compress_size // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    return info.filename
+
+
+@pytest.mark.parametrize("trust_pickle", [False, True])
+def test_a_flipped_byte_inside_a_tensor_is_caught_by_the_crc(test_model: Any, tmp_path: Path,
+                                                             trust_pickle: bool) -> None:
+    """#14 item 7: torch's zip reader checks no CRC, so this used to load silently with one weight changed."""
+    test_model.save_pretrained(tmp_path / "ck")
+    entry = _flip_tensor_byte(tmp_path / "ck" / "model.pt")
+    with pytest.raises(CheckpointError, match=f"model.pt.*damaged.*{entry}.*CRC"):
+        ofa.load_checkpoint(tmp_path / "ck", trust_pickle=trust_pickle)
+    path = _save_fairseq(tmp_path / "fairseq.pt", _official_state(test_model))
+    _flip_tensor_byte(path)
+    with pytest.raises(CheckpointError, match="fairseq.pt.*CRC"):
+        ofa.load_checkpoint(path, trust_pickle=trust_pickle)
+    from ofa.serialization import read_torch_file
+
+    with pytest.raises(CheckpointError, match="fairseq.pt.*CRC"):
+        read_torch_file(path, trust_pickle=trust_pickle)

@@ -86,22 +86,36 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     texts: list[str] | None = None
     if args.text is not None:
         texts = args.text if len(args.text) > 1 else args.text * max(len(images), 1)
-    examples = runner.examples(images or None, texts, **_options(args.field, "--field"))
-    predictions = runner.predict_examples(examples)
     if draw_dir is not None:
         draw_dir.mkdir(parents=True, exist_ok=True)
     # import cost: a subcommand loads only what it runs
     from ofa.apps.visualize import draw_prediction
+    from ofa.pipeline import Failure
 
-    for i, (example, prediction) in enumerate(zip(examples, predictions)):
+    failed = total = 0
+    # Streamed: each batch's images are decoded, predicted, drawn and released before the next batch is read.
+    stream = runner.stream(images or None, texts, errors="record", **_options(args.field, "--field"))
+    for i, (example, result) in enumerate(stream):
+        total += 1
         source = images[i if len(images) > 1 else 0] if images else None  # one image may serve several texts
-        record = {"input": source, "text": example.text, **prediction.to_dict()}
-        record.pop("id", None)
-        if draw_dir is not None and example.image is not None and source is not None:
-            out = draw_dir / f"{i:04d}_{Path(source).stem}.png"
-            draw_prediction(example.image, prediction).save(out)
-            record["drawn"] = str(out)
-        print(json.dumps(record, default=str))
+        text = texts[i if len(texts) > 1 else 0] if texts else None
+        record: dict[str, Any] = {"input": source, "text": text}
+        if isinstance(result, Failure):
+            failed += 1
+            record["error"] = result.to_dict()["error"]
+            print(f"ofa predict: input {i} ({source if source is not None else text!r}): {record['error']}",
+                  file=sys.stderr)
+        else:
+            record.update(result.to_dict())
+            record.pop("id", None)
+            if draw_dir is not None and example is not None and example.image is not None and source is not None:
+                out = draw_dir / f"{i:04d}_{Path(source).stem}.png"
+                draw_prediction(example.image, result).save(out)
+                record["drawn"] = str(out)
+        print(json.dumps(record, default=str), flush=True)
+    if failed:
+        print(f"ofa predict: {failed} of {total} inputs failed (their records carry an 'error')", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
@@ -10,7 +11,7 @@ import torch
 
 from ofa.data.images import decode_base64_image, load_image
 from ofa.data.transforms import square_resize
-from ofa.errors import DataError
+from ofa.errors import DataError, OFAWarning
 from ofa.tasks.base import Example, Prediction, Sample, default_predict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,9 +60,13 @@ class BaseTask:
     needs_image: ClassVar[bool] = True
     num_columns: ClassVar[int | None] = None
     max_source_tokens: int = 80
+    #: How many truncated instructions one task object reports (as :class:`~ofa.errors.OFAWarning`) before it
+    #: goes quiet: a training set with many long rows should not flood the log.
+    max_truncation_warnings: ClassVar[int] = 5
 
     def __init__(self, image_size: int = 480) -> None:
         self.image_size = int(image_size)
+        self._truncations = 0
 
     # -- encoding ---------------------------------------------------------------------------------------------
     def instruction(self, example: Example) -> str:
@@ -82,10 +87,26 @@ class BaseTask:
         return square_resize(image, self.image_size), {"original_size": image.size}
 
     def encode_source(self, text: str, tok: "OFATokenizer") -> list[int]:
-        ids = tok.encode(text)[: self.max_source_tokens]
+        """``[bos] + ids + [eos]`` of an instruction, cut to ``max_source_tokens`` (with a warning, as OFA's
+        ``max_src_length`` cuts silently)."""
+        ids = tok.encode(text)
+        if len(ids) > self.max_source_tokens:
+            self._warn_truncated(text, len(ids))
+            ids = ids[: self.max_source_tokens]
         if not ids:
             raise DataError(f"the instruction {text!r} encodes to no tokens")
         return [tok.bos_id] + ids + [tok.eos_id]
+
+    def _warn_truncated(self, text: str, n: int) -> None:
+        count = getattr(self, "_truncations", 0) + 1  # subclasses that skip __init__ still count
+        self._truncations = count
+        if count > self.max_truncation_warnings:
+            return
+        preview = text if len(text) <= 60 else text[:57] + "..."
+        last = "; further truncations by this task are not reported" if count == self.max_truncation_warnings else ""
+        warnings.warn(f"task {self.name!r}: the instruction {preview!r} has {n} tokens; only the first "
+                      f"{self.max_source_tokens} (the task's max_source_tokens) are used{last}", OFAWarning,
+                      stacklevel=3)
 
     def encode(self, example: Example, tok: "OFATokenizer", training: bool = False) -> Sample:
         source = self.encode_source(self.instruction(example), tok)

@@ -19,10 +19,16 @@ Literal tokens in text
     So ``decode(encode(t)) == t`` whenever every literal token in ``t`` is preceded by a space or starts
     ``t``, and ``t`` does not start with a space followed by a literal token. (The reference's
     GPT-2 ``decode`` concatenates literal tokens with no spaces; its tasks read bins from ids, not text.)
+
+    Text typed by a user must not smuggle location or code tokens into a prompt: a tokenizer made with
+    :meth:`OFATokenizer.as_literal` (or ``encode(text, literal=True)``) encodes ``"<bin_12>"`` as the plain
+    characters it spells. :class:`~ofa.pipeline.Pipeline` encodes with such a tokenizer; the built-in tasks put
+    boxes and codes into prompts as ids, never as text, so nothing they need is lost.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import operator
@@ -92,6 +98,7 @@ class OFATokenizer:
     def __init__(self, bpe: ByteLevelBPE, vocab: UnifiedVocab) -> None:
         self.bpe = bpe
         self.vocab = vocab
+        self.literal_text = False
         unk = vocab.unk_id
         self._gpt2_to_id: list[int] = [unk] * (bpe.max_id + 1)
         self._id_to_gpt2: dict[int, int] = {}
@@ -297,7 +304,15 @@ class OFATokenizer:
         except TokenizationError as err:
             raise TokenizationError(f"literal token {token!r} at index {match.start()} of the text: {err}") from None
 
-    def encode(self, text: str) -> list[int]:
+    def as_literal(self) -> OFATokenizer:
+        """A tokenizer sharing this one's vocabulary whose :meth:`encode` treats all text as plain characters:
+        ``"<bin_12>"``, ``"<code_5>"`` and ``"<mask>"`` are BPE-encoded like any other text (see the module
+        docstring). Use it for text that comes from users."""
+        twin = copy.copy(self)
+        twin.literal_text = True
+        return twin
+
+    def encode(self, text: str, literal: bool | None = None) -> list[int]:
         """Text → model ids, without bos/eos and without normalisation.
 
         Literal ``<bin_K>``, ``<code_K>`` and ``<mask>`` become their ids; see the module docstring for the
@@ -305,6 +320,9 @@ class OFATokenizer:
 
         Args:
             text: The text; OFA prompts start with a space (``" what does the image describe?"``).
+            literal: encode ``<bin_K>``/``<code_K>``/``<mask>`` as the characters they spell instead of as
+                special tokens (default: this tokenizer's ``literal_text``, False unless made by
+                :meth:`as_literal`).
 
         Returns:
             The ids.
@@ -314,6 +332,8 @@ class OFATokenizer:
         """
         if not isinstance(text, str):
             raise TokenizationError(f"text must be a str, got {type(text).__name__}: {text!r:.80}")
+        if self.literal_text if literal is None else literal:
+            return self._encode_plain(text)
         ids: list[int] = []
         pos = 0
         for m in _LITERAL_RE.finditer(text):

@@ -19,7 +19,6 @@ import logging
 import os
 import random
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from ofa.errors import CheckpointError
-from ofa.serialization import fsync_path, verify_manifest, write_manifest
+from ofa.serialization import check_torch_file, fsync_path, verify_manifest, write_manifest
 
 __all__ = ["CheckpointManager", "capture_rng", "restore_rng", "refuse_pickled_objects", "ENGINE_SAFE_GLOBALS"]
 
@@ -73,23 +72,13 @@ ENGINE_SAFE_GLOBALS = frozenset({
 
 
 def refuse_pickled_objects(directory: Path) -> None:
-    """Raise unless every torch file under ``directory`` holds only tensors, plain containers and
-    :data:`ENGINE_SAFE_GLOBALS` (engines such as DeepSpeed read their files with full unpickling, so this check
-    runs before any of them is opened)."""
+    """Raise unless every torch file under ``directory`` is intact (zip CRCs) and holds only tensors, plain
+    containers and :data:`ENGINE_SAFE_GLOBALS` (engines such as DeepSpeed read their files with full unpickling,
+    so this check runs before any of them is opened)."""
     for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix in (".pt", ".pth", ".bin")):
-        if not zipfile.is_zipfile(path):
-            raise CheckpointError(f"{str(path)!r} is not a zip torch file (a legacy pickle, or damaged); resume with "
-                                  "trust_pickle=True (ofa-train --trust-pickle) only if you trust this run directory")
-        try:
-            unsafe = [name for name in torch.serialization.get_unsafe_globals_in_checkpoint(path)
-                      if name not in ENGINE_SAFE_GLOBALS]
-        except Exception as exc:  # a damaged zip: name it
-            raise CheckpointError(f"could not read {str(path)!r}: it is truncated or damaged ({exc})") from exc
-        if unsafe:
-            raise CheckpointError(
-                f"{str(path)!r} pickles objects other than tensors and plain containers ({', '.join(unsafe)}); "
-                "loading it could run code. Resume with trust_pickle=True (ofa-train --trust-pickle) only if you "
-                "trust this run directory")
+        check_torch_file(path, allowed=ENGINE_SAFE_GLOBALS.__contains__,
+                         opt_in="trust_pickle=True (ofa-train --trust-pickle) when resuming, only if you trust this "
+                                "run directory,")
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -313,3 +313,32 @@ def test_draw_into_an_existing_file_is_refused(checkpoint_dir: Path, files: dict
     err = capsys.readouterr().err
     assert "out.png" in err and "must be a directory" in err and "Traceback" not in err
     assert target.read_bytes() == b"not a directory"
+
+
+def test_predict_records_a_bad_input_and_predicts_the_others(checkpoint_dir: Path, files: dict[str, Path],
+                                                             tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """#14 item 4: one unreadable file no longer aborts the run; it gets an error record and the exit is 2."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    argv = ["predict", "--task", "caption", "--checkpoint", str(checkpoint_dir), *SMALL, "--batch-size", "2",
+            str(files["a"]), str(broken), str(tmp_path / "gone.png"), str(files["b"])]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["input"] for r in records] == [str(files["a"]), str(broken), str(tmp_path / "gone.png"),
+                                             str(files["b"])]
+    assert "error" not in records[0] and "error" not in records[3]
+    assert isinstance(records[0]["text"], str) and isinstance(records[3]["score"], float)
+    assert records[1]["error"].startswith("DataError: ") and "broken.jpg" in records[1]["error"]
+    assert "gone.png" in records[2]["error"] and "does not exist" in records[2]["error"]
+    assert "2 of 4 inputs failed" in captured.err and "broken.jpg" in captured.err
+
+
+def test_predict_non_utf8_text_names_the_users_text(checkpoint_dir: Path, files: dict[str, Path],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    bad = b"what \xff colour?".decode("utf-8", errors="surrogateescape")  # a non-UTF-8 argv, as Python sees it
+    assert main(["predict", "--task", "vqa_gen", "--checkpoint", str(checkpoint_dir), *SMALL,
+                 "--text", bad, str(files["a"])]) == 2
+    err = capsys.readouterr().err
+    assert "character '\\udcff' at index 5" in err and "what" in err

@@ -10,7 +10,7 @@ from PIL import Image
 
 import ofa
 from ofa.errors import DataError, InputError, PluginError
-from ofa.pipeline import Pipeline
+from ofa.pipeline import Failure, Pipeline
 from ofa.tasks.answers import AnswerPrediction
 from ofa.tasks.caption import CaptionPrediction
 from ofa.tasks.refcoco import GroundingPrediction
@@ -161,3 +161,103 @@ def test_a_task_object_is_accepted(small_model: Any, tok: Any, images: list[Imag
     pred = ofa.pipeline(task, model=small_model, tokenizer=tok)(images[0])
     assert isinstance(pred, AnswerPrediction) and pred.answer in ("cat", "dog")
     assert [c for c, _ in pred.ranked] == sorted(["cat", "dog"], key=lambda c: c != pred.answer)
+
+
+def test_stream_holds_one_batch_of_images_at_a_time(caption: Pipeline, image_file: Callable[..., Path],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """#14 item 4: images are decoded per batch and released after it, so the number of full-resolution images
+    alive at once is bounded by the batch size, not the number of inputs."""
+    import weakref
+
+    import ofa.data.images as images_module
+
+    paths = [image_file(seed, size=(1200, 900), name=f"big{seed}.png") for seed in range(9)]
+    alive: set[int] = set()
+    peak = [0]
+    real_load = images_module.load_image
+
+    def counting_load(src: Any) -> Image.Image:
+        image = real_load(src)
+        key = id(image)
+        alive.add(key)
+        peak[0] = max(peak[0], len(alive))
+        weakref.finalize(image, alive.discard, key)
+        return image
+
+    monkeypatch.setattr(images_module, "load_image", counting_load)
+    caption.batch_size = 2
+    results = []
+    for example, prediction in caption.stream([str(p) for p in paths]):
+        results.append(prediction)
+        del example, prediction
+    assert [r.id for r in results] == list(range(9))
+    assert all(isinstance(r, CaptionPrediction) for r in results)
+    # at most the batch being predicted plus the next one's first image while the previous is released
+    assert peak[0] <= 3, peak[0]
+    whole = caption([str(p) for p in paths])  # __call__ streams too, same predictions
+    assert [p.text for p in whole] == [r.text for r in results]  # type: ignore[union-attr]
+
+
+def test_stream_records_bad_inputs_and_predicts_the_rest(caption: Pipeline, image_file: Callable[..., Path],
+                                                         tmp_path: Path) -> None:
+    good = [str(image_file(seed, name=f"g{seed}.png")) for seed in range(3)]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(Path(good[0]).read_bytes()[:40])
+    inputs = [good[0], str(tmp_path / "missing.png"), good[1], str(broken), good[2]]
+    caption.batch_size = 2
+    out = list(caption.stream(inputs, errors="record"))
+    assert [type(result).__name__ for _, result in out] == ["CaptionPrediction", "Failure", "CaptionPrediction",
+                                                             "Failure", "CaptionPrediction"]
+    failures = [result for _, result in out if isinstance(result, Failure)]
+    assert [f.id for f in failures] == [1, 3]
+    assert "missing.png" in str(failures[0].error) and "broken.png" in str(failures[1].error)
+    assert failures[0].to_dict()["error"].startswith("DataError: ")
+    alone = caption([good[0], good[1], good[2]])
+    assert [r.text for _, r in out if not isinstance(r, Failure)] == [p.text for p in alone]
+    with pytest.raises(DataError, match="missing.png"):
+        list(caption.stream(inputs))  # errors="raise" is the default
+    with pytest.raises(InputError, match="errors='skip'"):
+        list(caption.stream(inputs, errors="skip"))
+
+
+def test_user_text_is_literal_in_the_pipeline(small_model: Any, tok: Any, images: list[Image.Image]) -> None:
+    """#14 item 7: a question that spells ``<bin_12>`` is text, not a location token, unless literal_text=False."""
+    vqa = ofa.pipeline("vqa_gen", model=small_model, tokenizer=tok, image_size=64, candidates=["red", "blue"])
+    sample = vqa.task.encode(vqa.examples(images[0], text="is <bin_12> red?")[0], vqa._encoder)
+    bin_ids = set(range(tok.vocab.bin_id(0), tok.vocab.bin_id(0) + tok.vocab.num_bins))
+    assert not bin_ids & set(sample.source)
+    assert tok.decode(sample.source).strip().endswith("is <bin_12> red?")
+    raw = ofa.pipeline("vqa_gen", model=small_model, tokenizer=tok, image_size=64, candidates=["red", "blue"],
+                       literal_text=False)
+    assert tok.vocab.bin_id(12) in raw.task.encode(raw.examples(images[0], text="is <bin_12> red?")[0],
+                                                   raw._encoder).source
+    assert isinstance(vqa(images[0], text="is <code_5> <mask> red?"), AnswerPrediction)
+
+
+def test_bad_user_text_is_named_by_input_and_position(caption: Pipeline, small_model: Any, tok: Any,
+                                                      images: list[Image.Image]) -> None:
+    vqa = ofa.pipeline("vqa_gen", model=small_model, tokenizer=tok, image_size=64, candidates=["red", "blue"])
+    bad = b"what \xff colour?".decode("utf-8", errors="surrogateescape")  # how Python decodes a non-UTF-8 argv
+    with pytest.raises(InputError, match=r"text of input 1 is not valid Unicode: character '\\udcff' at index 5"):
+        vqa([images[0], images[1]], text=["fine", bad])
+    with pytest.raises(InputError, match="text is a int"):
+        vqa(images[0], text=7)
+
+
+def test_long_text_is_cut_with_a_warning_naming_the_limit(small_model: Any, tok: Any,
+                                                          images: list[Image.Image]) -> None:
+    vqa = ofa.pipeline("vqa_gen", model=small_model, tokenizer=tok, image_size=64, candidates=["red", "blue"])
+    long_question = " ".join(["what colour is the big shape"] * 30)
+    with pytest.warns(ofa.errors.OFAWarning, match=r"has \d+ tokens; only the first 80 \(the task's "
+                                                   r"max_source_tokens\)"):
+        vqa(images[0], text=long_question)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vqa(images[0], text="what colour is it?")  # short text: no warning
+    for _ in range(10):  # one task object reports at most max_truncation_warnings of them
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            vqa(images[0], text=long_question)
+    assert seen == []

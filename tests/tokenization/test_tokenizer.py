@@ -379,3 +379,17 @@ def test_bad_numeric_symbol_rejected() -> None:
     bpe = ByteLevelBPE.from_files(ASSETS / "encoder.json", ASSETS / "vocab.bpe")
     with pytest.raises(TokenizationError, match=r"'100000'.*0\.\."):
         OFATokenizer(bpe, UnifiedVocab(["5", "100000"], num_codes=1, num_bins=2))
+
+
+def test_literal_text_encodes_special_spellings_as_plain_text(tok: Any) -> None:
+    """#14 item 7: ``as_literal()`` / ``literal=True`` leave ``<bin_12>``, ``<code_5>`` and ``<mask>`` as text."""
+    text = " is <bin_12> a <code_5> <mask>?"
+    special = {tok.vocab.bin_id(12), tok.vocab.code_id(5), tok.vocab.mask_id}
+    assert special <= set(tok.encode(text))
+    literal = tok.as_literal()
+    plain = literal.encode(text)
+    assert not special & set(plain) and plain == tok.encode(text, literal=True)
+    assert tok.decode(plain) == text
+    assert tok.encode(text, literal=False) == tok.encode(text)  # the shared tokenizer is unchanged
+    assert literal.encode(text, literal=False) == tok.encode(text)
+    assert literal.vocab is tok.vocab and len(literal) == len(tok)
