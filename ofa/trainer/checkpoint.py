@@ -131,8 +131,7 @@ class CheckpointManager:
         self.barrier()
         if self.rank == 0:
             write_manifest(tmp)  # syncs every file, then the manifest, written last
-            if final.exists():
-                shutil.rmtree(final)
+            self._discard(final)  # a step saved again after a resume
             os.replace(tmp, final)
             fsync_path(self.root)
             _write_atomic(self.root / "latest", final.name)
@@ -161,8 +160,7 @@ class CheckpointManager:
             shutil.copytree(source, tmp)
             _write_atomic(tmp / "best.json", json.dumps({"step": step, self.best_metric: value}))
             best = self.root / "best"
-            if best.exists():
-                shutil.rmtree(best)
+            self._discard(best)
             os.replace(tmp, best)
         self.barrier()
         return True
@@ -170,7 +168,21 @@ class CheckpointManager:
     def _prune(self) -> None:
         steps = sorted(p for p in self.root.glob("step_*") if p.is_dir())
         for old in steps[: max(len(steps) - self.keep_last, 0)]:
-            shutil.rmtree(old, ignore_errors=True)
+            self._discard(old)
+        for leftover in self.root.glob(".trash-*"):  # from a run killed while deleting
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def _discard(self, path: Path) -> None:
+        """Delete a checkpoint directory without ever leaving half of it under its own name: it is renamed away
+        first (atomic), so a kill mid-delete leaves a ``.trash-*`` directory that no lookup considers."""
+        if not path.exists():
+            return
+        trash = path.with_name(f".trash-{path.name}")
+        if trash.exists():
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(path, trash)
+        fsync_path(path.parent)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def latest(self) -> Path | None:
         """The newest checkpoint whose manifest verifies (``latest`` first, then the ``step_*`` directories newest
