@@ -190,11 +190,16 @@ def read_checkpoint(
             raise CheckpointError(
                 f"directory {str(path)!r} holds no weights; looked for {[c.name for c in candidates]}")
         config = _read_config_json(config_file) if config_file.is_file() else {}
+        if not isinstance(config, Mapping):
+            raise CheckpointError(f"{str(config_file)!r} holds a JSON {type(config).__name__}; expected an object "
+                                  "(the model config)")
         if config.get("format") == FORMAT_NAME:
+            if not isinstance(config.get("config"), Mapping):
+                raise CheckpointError(f"{str(config_file)!r} has format {FORMAT_NAME!r} but no 'config' object")
             state = _torch_load(weights, trust_pickle, map_location)
             if not isinstance(state, Mapping):
                 raise CheckpointError(f"{str(weights)!r} does not hold a state dict")
-            return dict(state), config, FORMAT_NAME
+            return dict(state), dict(config), FORMAT_NAME
         if weights.name == "checkpoint.pt":
             return read_checkpoint(weights, trust_pickle=trust_pickle, map_location=map_location)
         state = _torch_load(weights, trust_pickle, map_location)
@@ -364,6 +369,14 @@ def _summarise(keys: list[str], limit: int = 20) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def _kind(tensor: torch.Tensor) -> str:
+    if tensor.is_complex():
+        return "complex"
+    if tensor.is_floating_point():
+        return "float"
+    return "bool" if tensor.dtype == torch.bool else "int"
+
+
 def load_state_dict_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True) -> None:
     """Load official-named weights into ``model``, checking every key and shape.
 
@@ -372,6 +385,9 @@ def load_state_dict_into(model: torch.nn.Module, state: Mapping[str, torch.Tenso
     Raises :class:`CheckpointError` listing missing, unexpected and mis-shaped keys.
     """
     config: OFAConfig = model.config  # type: ignore[assignment]
+    not_tensors = sorted(f"{k} ({type(v).__name__})" for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(f"checkpoint entries that are not tensors: {_summarise(not_tensors)}")
     _check_derived_buffers(state, config)
     incoming = {k: v for k, v in state.items()
                 if k.rsplit(".", 1)[-1] not in _DERIVED_BUFFERS and not k.startswith("classification_heads.")}
@@ -383,6 +399,12 @@ def load_state_dict_into(model: torch.nn.Module, state: Mapping[str, torch.Tenso
     unexpected = sorted(k for k in incoming if k not in expected)
     mis_shaped = sorted(f"{k} (checkpoint {tuple(incoming[k].shape)}, model {tuple(expected[k].shape)})"
                         for k in incoming if k in expected and incoming[k].shape != expected[k].shape)
+    # A cast may change precision (fp16 -> fp32, fp32 -> bf16), never kind: complex, bool or float values in an
+    # integer buffer (or the reverse) would be silently rounded or truncated.
+    wrong_kind = sorted(f"{k} (checkpoint {incoming[k].dtype}, model {expected[k].dtype})"
+                        for k in incoming if k in expected and _kind(incoming[k]) != _kind(expected[k]))
+    if wrong_kind:
+        raise CheckpointError(f"checkpoint values of the wrong kind: {_summarise(wrong_kind)}")
     if strict and (missing or unexpected or mis_shaped):
         parts = []
         if missing:
@@ -446,10 +468,10 @@ def load_checkpoint(
         CheckpointError: unreadable, truncated or foreign file; weights that do not fit the architecture.
     """
     state, stored, fmt = read_checkpoint(path, trust_pickle=trust_pickle, map_location=map_location)
-    if fmt == FORMAT_NAME:
-        config = OFAConfig.from_dict(stored["config"])
-    else:
-        config = infer_config(state, stored)
+    try:
+        config = OFAConfig.from_dict(stored["config"]) if fmt == FORMAT_NAME else infer_config(state, stored)
+    except ConfigError as exc:
+        raise ConfigError(f"the model config of {os.fspath(path)!r}: {exc}") from exc
     if overrides:
         config = with_overrides(config, overrides)
     with torch.device("meta"):
@@ -457,7 +479,10 @@ def load_checkpoint(
     model = _to_empty_keeping_ties(model, map_location)
     model.decoder.image_position_idx.copy_(
         decoder_image_position_ids(config.code_grid_size, config.image_bucket_size))
-    load_state_dict_into(model, state, strict=strict)
+    try:
+        load_state_dict_into(model, state, strict=strict)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{os.fspath(path)!r}: {exc}") from exc
     if dtype is not None:
         model = model.to(dtype)
     logger.info("loaded %s checkpoint %s (%d parameters)", fmt, path, model.num_parameters())

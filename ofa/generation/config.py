@@ -76,13 +76,24 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         if self.strategy not in ("beam", "greedy", "sample"):
             raise GenerationError(f"strategy {self.strategy!r} is not one of 'beam', 'greedy', 'sample'")
-        if not isinstance(self.beam_size, int) or self.beam_size < 1:
+        for name in ("beam_size", "max_len_b", "min_len", "no_repeat_ngram_size", "sampling_topk"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise GenerationError(f"{name} ({value!r}) must be an integer, got {type(value).__name__}")
+            object.__setattr__(self, name, int(value))
+        for name in ("normalize_scores", "ban_special_until_max_len", "return_all"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise GenerationError(f"{name} ({value!r}) must be True or False, got {type(value).__name__}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)):
+            raise GenerationError(f"seed ({self.seed!r}) must be an integer or None, got {type(self.seed).__name__}")
+        if self.beam_size < 1:
             raise GenerationError(f"beam_size ({self.beam_size}) must be an integer >= 1")
         if self.strategy == "greedy" and self.beam_size != 1:
             object.__setattr__(self, "beam_size", 1)
         for name in ("max_len_a", "len_penalty", "temperature", "unk_penalty", "sampling_topp"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise GenerationError(f"{name} ({value!r}) must be a finite number")
         if self.max_len_a < 0 or self.max_len_b < 0:
             raise GenerationError(f"max_len_a ({self.max_len_a}) and max_len_b ({self.max_len_b}) must be >= 0")
@@ -94,8 +105,14 @@ class GenerationConfig:
             raise GenerationError(f"max_len_b ({self.max_len_b}) must be >= 1")
         if not self.temperature > 0:
             raise GenerationError(f"temperature ({self.temperature}) must be > 0")
-        if self.len_penalty < 0:
-            raise GenerationError(f"len_penalty ({self.len_penalty}) must be >= 0")
+        # Bounds that keep every score finite in float32 for any length up to the model's 1024 positions.
+        if not 0 <= self.len_penalty <= 100:
+            raise GenerationError(f"len_penalty ({self.len_penalty}) must be in [0, 100]")
+        if abs(self.unk_penalty) > 1e6:
+            raise GenerationError(f"unk_penalty ({self.unk_penalty}) must be in [-1e6, 1e6]")
+        if self.temperature < 1e-4:
+            raise GenerationError(f"temperature ({self.temperature}) must be >= 1e-4 (use strategy='greedy' for the "
+                                  "limit of temperature 0)")
         if self.no_repeat_ngram_size < 0:
             raise GenerationError(f"no_repeat_ngram_size ({self.no_repeat_ngram_size}) must be >= 0")
         if self.sampling_topk == 0 or self.sampling_topk < -1:

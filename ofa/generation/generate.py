@@ -289,6 +289,11 @@ def generate(
         InputError: malformed inputs.
     """
     config = config or GenerationConfig()
+    if not isinstance(config, GenerationConfig):
+        raise GenerationError(f"config must be a GenerationConfig, got {type(config).__name__}")
+    if not isinstance(src_tokens, torch.Tensor):
+        raise InputError(f"src_tokens must be a torch.Tensor of token ids [batch, length], got "
+                         f"{type(src_tokens).__name__}")
     ids = model.config
     pad = ids.pad_id if pad_id is None else pad_id
     eos, beam, device = ids.eos_id, config.beam_size, src_tokens.device

@@ -44,7 +44,8 @@ class SnliVeTask(AnswerTask):
         label = str(example.target)
         answer = LABEL_TO_ANSWER.get(label, label)
         if answer not in self.candidates:
-            raise DataError(f"label {label!r} is not one of {sorted(LABEL_TO_ANSWER)} or {self.candidates}")
+            raise DataError(f"example {example.id!r}: label {label!r} is not one of {sorted(LABEL_TO_ANSWER)} or "
+                            f"{self.candidates}")
         return answer
 
     def score(self, preds: Sequence[Prediction], refs: Sequence[Example]) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 from ofa.data.text import pre_question
@@ -22,9 +23,12 @@ def parse_answers(text: str) -> dict[str, float]:
             raise DataError(f"bad answer entry {item!r}: expected 'confidence|!+answer'")
         conf, answer = item.split("|!+", 1)
         try:
-            answers[answer] = float(conf)
+            value = float(conf)
         except ValueError as exc:
             raise DataError(f"bad answer confidence {conf!r} in {item!r}") from exc
+        if not (math.isfinite(value) and value >= 0):  # it becomes a loss weight: inf/NaN/negative would poison it
+            raise DataError(f"bad answer confidence {conf!r} in {item!r}: expected a finite number >= 0")
+        answers[answer] = value
     return answers
 
 

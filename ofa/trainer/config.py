@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import numbers
 import types
 import typing
@@ -422,6 +423,8 @@ def _coerce(cls: type, key: str, value: Any) -> Any:
         if hint is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
             return int(value)
         if hint is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key} ({value!r}) must be a finite number")
             return float(value)
         if hint is str and isinstance(value, str):
             return value
@@ -431,7 +434,7 @@ def _coerce(cls: type, key: str, value: Any) -> Any:
             return dict(value)
         if (origin is tuple and typing.get_args(hint)[-1] is not Ellipsis and isinstance(value, Sequence)
                 and not isinstance(value, str) and len(value) == len(typing.get_args(hint))
-                and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)):
+                and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
             return tuple(float(v) for v in value)
     hint = ""
     if float in allowed and isinstance(value, str):
