@@ -185,6 +185,7 @@ class OFAModel(nn.Module):
         code_masks: torch.Tensor | None = None,
         return_states: bool = False,
         return_cross_attention: bool = False,
+        project: bool = True,
     ) -> DecoderOutput:
         """Teacher-forced decoding of whole sequences.
 
@@ -195,12 +196,13 @@ class OFAModel(nn.Module):
             encoder_out: from :meth:`encode` (or its prepared :class:`CrossState`).
             code_masks: ``[n]`` bool, True for rows whose targets are image codes.
             return_states / return_cross_attention: extra outputs for inspection and tests.
+            project: False skips the output projection (``logits`` is then ``[n, T, 0]``; use ``features``).
         """
         num_sources = encoder_out.batch_size
         tokens, code_masks = self._check_decoder_input(prev_output_tokens, num_sources, code_masks)
         cross = self.decoder.prepare(encoder_out) if isinstance(encoder_out, EncoderOutput) else encoder_out
         return self.decoder(tokens, cross, code_masks, cache=None, return_states=return_states,
-                            return_cross_attention=return_cross_attention)
+                            return_cross_attention=return_cross_attention, project=project)
 
     def forward(
         self,

@@ -37,7 +37,7 @@ def load_tokenizer(source: Any) -> Any:
     return OFATokenizer.from_files(path)
 
 
-def _load_model(source: Any, device: torch.device | str | None) -> Any:
+def _load_model(source: Any, device: torch.device | str | None, dtype: torch.dtype | None = None) -> Any:
     # import cost: `import ofa` loads this module; torch and the tasks load on first use
     import torch
 
@@ -45,6 +45,10 @@ def _load_model(source: Any, device: torch.device | str | None) -> Any:
     from ofa.checkpoint import load_checkpoint
 
     model = source if isinstance(source, torch.nn.Module) else load_checkpoint(source)
+    if dtype is not None:
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise InputError(f"dtype must be a floating-point torch.dtype (torch.bfloat16, ...), got {dtype!r}")
+        model = model.to(dtype)
     if device is not None:
         model = model.to(device)
     return model.eval()
@@ -93,15 +97,16 @@ class Pipeline:
         literal_text: encode text with :meth:`~ofa.tokenization.OFATokenizer.as_literal`, so that a user's
             ``"<bin_12>"`` or ``"<code_5>"`` stays text instead of becoming a location or code token (default
             True; False for prompts that spell special tokens on purpose).
+        dtype: cast the model to this dtype (e.g. ``torch.bfloat16``); images follow the model's dtype.
     """
 
     def __init__(self, task: Task, model: Any, tokenizer: Any, batch_size: int = 8,
                  device: torch.device | str | None = None, progress: bool | None = None,
-                 literal_text: bool = True) -> None:
+                 literal_text: bool = True, dtype: torch.dtype | None = None) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size ({batch_size!r}) must be an int >= 1")
         self.task = task
-        self.model = _load_model(model, device)
+        self.model = _load_model(model, device, dtype)
         self.tokenizer = load_tokenizer(tokenizer)
         if len(self.tokenizer) != self.model.config.vocab_size:
             raise InputError(f"the tokenizer has {len(self.tokenizer)} ids but the model's vocabulary has "
@@ -261,7 +266,7 @@ def _check_user_text(text: Any, index: int, n: int) -> None:
 
 def pipeline(task: str | Task, model: Any, tokenizer: Any = None, *, batch_size: int = 8,
              device: torch.device | str | None = None, progress: bool | None = None, literal_text: bool = True,
-             **task_options: Any) -> Pipeline:
+             dtype: torch.dtype | None = None, **task_options: Any) -> Pipeline:
     """Build a :class:`Pipeline`.
 
     Args:
@@ -269,6 +274,7 @@ def pipeline(task: str | Task, model: Any, tokenizer: Any = None, *, batch_size:
         model: an :class:`~ofa.model.OFAModel` or a checkpoint path.
         tokenizer: a tokenizer or a directory; default: the checkpoint directory when ``model`` is a path.
         literal_text: see :class:`Pipeline` (user text never becomes special tokens unless this is False).
+        dtype: cast the model to this dtype (``torch.bfloat16`` for the bf16 path).
         **task_options: passed to the task's constructor (e.g. ``candidates=[...]`` for VQA).
     """
     # import cost: `import ofa` loads this module; torch and the tasks load on first use
@@ -281,4 +287,4 @@ def pipeline(task: str | Task, model: Any, tokenizer: Any = None, *, batch_size:
         else:
             raise InputError("pass tokenizer= (a tokenizer or a directory with its files)")
     return Pipeline(task_obj, model, tokenizer, batch_size=batch_size, device=device, progress=progress,
-                    literal_text=literal_text)
+                    literal_text=literal_text, dtype=dtype)

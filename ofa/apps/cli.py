@@ -60,14 +60,20 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
 def _model(args: argparse.Namespace) -> Any:
-    """The checkpoint path, or the model loaded with ``--trust-pickle`` when given."""
-    if not args.trust_pickle:
+    """The checkpoint path, or the model loaded (with ``--trust-pickle`` / in ``--dtype``) when needed."""
+    dtype_name = _DTYPES[getattr(args, "dtype", "fp32")]
+    if not args.trust_pickle and dtype_name == "float32":
         return args.checkpoint
     # import cost: a subcommand loads only what it runs
+    import torch
+
     from ofa.checkpoint import load_checkpoint
 
-    return load_checkpoint(args.checkpoint, trust_pickle=True)
+    return load_checkpoint(args.checkpoint, trust_pickle=args.trust_pickle, dtype=getattr(torch, dtype_name))
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -273,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--trust-pickle", action="store_true",
                        help="unpickle a checkpoint holding objects other than tensors (runs code from the file: "
                             "only for files you trust)")
+        p.add_argument("--dtype", choices=sorted(_DTYPES), default="fp32",
+                       help="compute dtype of the model (default fp32; bf16 is fast only on CPUs with bf16 "
+                            "instructions, and on GPUs)")
 
     p = sub.add_parser("predict", help="predict for image files; prints one JSON line per input")
     common(p)

@@ -57,6 +57,10 @@ def _as_lists(candidates: Sequence[Sequence[int]], vocab_size: int) -> list[list
     return out
 
 
+def _trie_for(tries: dict[int, Trie], candidates: list[list[int]]) -> Trie:
+    return tries[id(candidates)]
+
+
 @torch.no_grad()
 def rank_candidates(
     model: Any,
@@ -67,7 +71,7 @@ def rank_candidates(
     patch_masks: torch.Tensor | None = None,
     decoder_prompts: Sequence[Sequence[int]] | None = None,
     use_trie: bool = True,
-    chunk_size: int = 20,
+    chunk_size: int = 128,
     on_chunk: Callable[[int], None] | None = None,
 ) -> list[list[RankedCandidate]]:
     """Rank candidate answers for every input, best first.
@@ -115,36 +119,78 @@ def rank_candidates(
     encoder_out = model.encode(src_tokens, patch_images=patch_images, patch_masks=patch_masks)
     cross = model.decoder.prepare(encoder_out)
     device = encoder_out.hidden.device
-    scores: list[list[float]] = [[0.0] * len(lst) for lst in lists]
+    weight = model.decoder.output_projection.weight
+    # The decoder is causal, so a position's features depend only on the tokens before it: every candidate with
+    # the same prefix has the same distribution there. Each distinct (input, prefix) is a node of the candidates'
+    # trie; its log-normaliser is computed once, over the trie's continuations of that prefix (use_trie) or the
+    # whole vocabulary, and a candidate's score is the sum over its positions of logit(target) - normaliser.
+    nodes: dict[tuple[int, tuple[int, ...]], int] = {}
+    node_feature: list[tuple[int, int]] = []  # node -> (row in the decoded chunk, position), set when decoded
+    features_by_node: list[torch.Tensor | None] = []
+    steps: list[list[list[tuple[int, int]]]] = [[[] for _ in lst] for lst in lists]  # (node, target) per position
+    for i, lst in enumerate(lists):
+        for j, cand in enumerate(lst):
+            for k in range(len(cand) + 1):
+                key = (i, tuple(cand[:k]))
+                node = nodes.setdefault(key, len(nodes))
+                if node == len(features_by_node):
+                    features_by_node.append(None)
+                    node_feature.append((-1, -1))
+                steps[i][j].append((node, cand[k] if k < len(cand) else cfg.eos_id))
     longest = max(len(lst) for lst in lists)
     for start in range(0, longest, chunk_size):
         rows: list[list[int]] = []
-        spans: list[tuple[int, int, int, int]] = []  # (input, candidate, first target position, answer length)
+        owners: list[tuple[int, int]] = []  # (input, candidate) of each row
         for i, lst in enumerate(lists):
             for j in range(start, start + chunk_size):
                 # Inputs with fewer candidates repeat their last one so every input has chunk_size rows.
                 cand = lst[min(j, len(lst) - 1)]
                 rows.append(prompts[i] + cand)
-                spans.append((i, j if j < len(lst) else -1, len(prompts[i]) - 1, len(cand)))
+                owners.append((i, min(j, len(lst) - 1)))
         width = max(len(r) for r in rows)
         prev = torch.full((len(rows), width), cfg.pad_id, dtype=torch.long, device=device)
         for r, row in enumerate(rows):
             prev[r, :len(row)] = torch.tensor(row, device=device)
-        logits = model.decode(prev, cross).logits.float()  # [b * chunk, T, V]
-        for r, (i, j, first, length) in enumerate(spans):
-            if j < 0:
-                continue
-            cand = lists[i][j]
-            positions = logits[r, first:first + length + 1]  # predicts answer tokens, then eos
-            targets = torch.tensor(cand + [cfg.eos_id], device=device)
-            if use_trie:
-                trie = tries[id(lists[i])]
-                allowed = torch.zeros_like(positions, dtype=torch.bool)
-                for k in range(length + 1):
-                    allowed[k, trie.next_tokens([cfg.bos_id] + cand[:k])] = True
-                positions = positions.masked_fill(~allowed, float("-inf"))
-            lprobs = torch.log_softmax(positions, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
-            scores[i][j] = float(lprobs.sum())
+        features = model.decode(prev, cross, project=False).features.float()  # [b * chunk, T, D]
+        for r, (i, j) in enumerate(owners):
+            first = len(prompts[i]) - 1
+            for k, (node, _) in enumerate(steps[i][j]):
+                if features_by_node[node] is None:
+                    features_by_node[node] = features[r, first + k]
         if on_chunk is not None:
             on_chunk(start)
+    node_features = torch.stack([f for f in features_by_node if f is not None])  # [nodes, D]
+    assert node_features.shape[0] == len(nodes)
+    w = weight.float()
+    if use_trie:
+        # One entry per trie edge: (node, allowed token); the targets are among them.
+        edge_node: list[int] = []
+        edge_token: list[int] = []
+        edge_of: dict[tuple[int, int], int] = {}
+        for (i, prefix), node in nodes.items():
+            for token in _trie_for(tries, lists[i]).next_tokens([cfg.bos_id, *prefix]):
+                edge_of[(node, token)] = len(edge_node)
+                edge_node.append(node)
+                edge_token.append(token)
+        nodes_t = torch.tensor(edge_node, device=device)
+        edge_logits = (w[torch.tensor(edge_token, device=device)] * node_features[nodes_t]).sum(dim=-1)
+        peak = torch.full((len(nodes),), float("-inf"), device=device).scatter_reduce(
+            0, nodes_t, edge_logits, reduce="amax")
+        total = torch.zeros(len(nodes), device=device).index_add_(0, nodes_t, (edge_logits - peak[nodes_t]).exp())
+        normaliser = peak + total.log()
+        target_logit = edge_logits.tolist()
+
+        def step_score(node: int, target: int) -> float:
+            return target_logit[edge_of[(node, target)]] - lse[node]
+    else:
+        parts = []
+        for begin in range(0, len(nodes), 256):  # [256, V] logits at a time
+            parts.append(torch.logsumexp(node_features[begin:begin + 256] @ w.t(), dim=-1))
+        normaliser = torch.cat(parts)
+
+        def step_score(node: int, target: int) -> float:
+            return float(node_features[node] @ w[target]) - lse[node]
+    lse = normaliser.tolist()
+    scores = [[sum(step_score(node, target) for node, target in cand_steps) for cand_steps in per_input]
+              for per_input in steps]
     return [sorted((RankedCandidate(j, s) for j, s in enumerate(row)), key=lambda c: -c.score) for row in scores]

@@ -261,6 +261,7 @@ class OFADecoder(nn.Module):
         cache: DecoderCache | None = None,
         return_states: bool = False,
         return_cross_attention: bool = False,
+        project: bool = True,
     ) -> DecoderOutput:
         """Decode ``t`` new tokens per row after the ``cache.length`` tokens already fed (0 without cache).
 
@@ -269,6 +270,8 @@ class OFADecoder(nn.Module):
             cross: per-source state from :meth:`prepare`; ``n`` must be a multiple of its batch size.
             code_masks: ``[n]`` bool, True for rows in image-code mode.
             cache: incremental state, updated in place; None for teacher forcing.
+            project: compute the logits; False leaves ``logits`` with an empty vocabulary axis ``[n, t, 0]``
+                (callers that need a few vocabulary rows project ``features`` themselves).
         """
         n, t = tokens.shape
         past = 0 if cache is None else cache.length
@@ -346,7 +349,7 @@ class OFADecoder(nn.Module):
             cache.length = total
         features = self.layer_norm(x)
         return DecoderOutput(
-            logits=self.project(features),
+            logits=self.project(features) if project else features.new_empty(n, t, 0),
             features=features,
             states=states,
             cross_attention=None if weights is None else weights.mean(dim=1),

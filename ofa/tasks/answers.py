@@ -55,7 +55,7 @@ class AnswerTask(BaseTask):
 
     def __init__(self, candidates: Sequence[str] | None = None, mode: InferenceMode = "allcand",
                  prompt_type: str = "prev_output", image_size: int = 480, beam_size: int = 5, max_len: int = 30,
-                 top_k: int = 5, chunk_size: int = 20, max_answer_tokens: int = 30) -> None:
+                 top_k: int = 5, chunk_size: int = 128, max_answer_tokens: int = 30) -> None:
         super().__init__(image_size)
         if mode not in ("allcand", "trie", "beam"):
             raise ConfigError(f"mode {mode!r} is not one of 'allcand', 'trie', 'beam'")

@@ -342,3 +342,10 @@ def test_predict_non_utf8_text_names_the_users_text(checkpoint_dir: Path, files:
                  "--text", bad, str(files["a"])]) == 2
     err = capsys.readouterr().err
     assert "character '\\udcff' at index 5" in err and "what" in err
+
+
+def test_predict_in_bf16(checkpoint_dir: Path, files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", "--task", "caption", "--checkpoint", str(checkpoint_dir), *SMALL, "--dtype", "bf16",
+                 str(files["a"])]) == 0
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert isinstance(record["text"], str) and isinstance(record["score"], float)

@@ -261,3 +261,19 @@ def test_long_text_is_cut_with_a_warning_naming_the_limit(small_model: Any, tok:
             warnings.simplefilter("always")
             vqa(images[0], text=long_question)
     assert seen == []
+
+
+def test_bf16_pipeline(small_model: Any, tok: Any, images: list[Image.Image]) -> None:
+    """The bf16 path through the API: the model is cast (a copy when given a loaded model is the caller's
+    business), images follow its dtype, predictions come back."""
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(small_model)
+    bf16 = ofa.pipeline("caption", model=model, tokenizer=tok, dtype=torch.bfloat16, **CAPTION)
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    pred = bf16(images[0])
+    assert isinstance(pred, CaptionPrediction) and isinstance(pred.text, str)
+    with pytest.raises(InputError, match="dtype"):
+        ofa.pipeline("caption", model=copy.deepcopy(small_model), tokenizer=tok, dtype=torch.int8, **CAPTION)
