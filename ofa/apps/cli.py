@@ -71,6 +71,7 @@ def _model(args: argparse.Namespace) -> Any:
     # import cost: a subcommand loads only what it runs
     import torch
 
+    # import cost: a subcommand loads only what it runs
     from ofa.checkpoint import load_checkpoint
 
     return load_checkpoint(args.checkpoint, trust_pickle=args.trust_pickle, dtype=getattr(torch, dtype_name))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,12 +123,12 @@ def _tokenizer(corpus: Path, config: QuickstartConfig) -> Any:
                               num_bins=config.num_bins)
 
 
-def _estimate_steps(config: QuickstartConfig, trainer_factory: Any, started: float) -> int:
+def _estimate_steps(config: QuickstartConfig, trainer_factory: Any, started: float) -> tuple[int, float]:
     """Time a few steps and size the run to the time budget: what is left of 92% of it once the data, the
     BPE and this probe are done (evaluation and pictures take about 30 s of the remaining 8%; a measured
     default run took 8.2 of its 10 minutes at 85%)."""
     if config.max_steps is not None:
-        return config.max_steps
+        return config.max_steps, float("nan")
     trainer = trainer_factory(10_000)
     for _ in range(2):  # warm-up
         trainer.train_step()
@@ -139,7 +140,7 @@ def _estimate_steps(config: QuickstartConfig, trainer_factory: Any, started: flo
         trainer.train_step()
     per_step = (time.perf_counter() - start) / probe
     budget = config.minutes * 60 * 0.92 - (time.perf_counter() - started)
-    return max(int(budget / per_step), 20)
+    return max(int(budget / per_step), 20), per_step
 
 
 def run_quickstart(config: QuickstartConfig) -> dict[str, float]:
@@ -167,23 +168,31 @@ def run_quickstart(config: QuickstartConfig) -> dict[str, float]:
                       valid_data=str(data / f"{_TASK_FILES[name]}_valid.tsv"), options=options[name], ratio=ratio)
              for name, ratio in config.task_ratios.items()]
 
-    def make_trainer(max_steps: int) -> Trainer:
+    def make_trainer(max_steps: int, max_minutes: float | None = None) -> Trainer:
         torch.manual_seed(config.seed)
         model = build_model("ofa-test", vocab_size=len(tok), **config.model)
         trainer_config = TrainerConfig(
             output_dir=str(out / "train"), tasks=tuple(tasks), micro_batch_size=config.micro_batch_size,
             grad_accum=config.grad_accum,
-            max_steps=max_steps, lr=config.lr, warmup_ratio=config.warmup_ratio,
+            max_steps=max_steps, max_minutes=max_minutes, lr=config.lr, warmup_ratio=config.warmup_ratio,
             criterion={"name": "ce", "label_smoothing": config.label_smoothing}, clip_norm=1.0, seed=config.seed,
             log_every=10,
             save_every=max_steps, validate_every=max_steps, valid_max_examples=config.valid_max_examples,
             valid_batch_size=64, keep_last=1, best_metric=None)
         return Trainer(trainer_config, model=model, tokenizer=tok, overwrite=True, progress=config.progress)
 
-    steps = _estimate_steps(config, make_trainer, started)
-    logger.info("training %d steps", steps)
-    trainer = make_trainer(steps)
+    steps, per_step = _estimate_steps(config, make_trainer, started)
+    # The deadline is a deadline: if the machine slows down mid-run, training stops when the training share of
+    # the budget is spent and the evaluation still runs (without max_steps given, the run is sized from the probe).
+    left = config.minutes * 60 * 0.92 - (time.perf_counter() - started)
+    deadline = None if config.max_steps is not None else max(left, 1.0) / 60
+    if config.progress or config.max_steps is None:
+        print(f"quickstart: this machine does a training step in {per_step * 1000:.0f} ms; training {steps} steps "
+              f"(deadline {deadline * 60:.0f} s)" if deadline is not None else f"quickstart: training {steps} steps",
+              file=sys.stderr, flush=True)
+    trainer = make_trainer(steps, deadline)
     valid = trainer.train()
+    steps = trainer.step
     checkpoint = out / "checkpoint"
     trainer.model.save_pretrained(checkpoint)
     tok.save_pretrained(checkpoint)
@@ -195,6 +204,8 @@ def run_quickstart(config: QuickstartConfig) -> dict[str, float]:
     }
     metrics.update({k: float(v) for k, v in trivial_baselines(data).items()})
     metrics["train_steps"] = float(steps)
+    if config.max_steps is None:  # sized from the timed probe
+        metrics["probe_seconds_per_step"] = per_step
     metrics["minutes"] = (time.perf_counter() - started) / 60
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     _plot_curve(out / "train" / "metrics.jsonl", out / "curve.png")

@@ -85,7 +85,9 @@ class TrainerConfig:
     section with defaults; ``engine.zero_stage=3`` overrides one option); ``precision`` (fp32 / bf16 / fp16:
     fp16 needs DeepSpeed on a GPU). Engines are registered in :mod:`ofa.trainer.engine`.
 
-    Optimisation: ``micro_batch_size``, ``grad_accum``, ``max_epochs`` or ``max_steps``, ``lr`` / ``end_lr``,
+    Optimisation: ``micro_batch_size``, ``grad_accum``, ``max_epochs`` or ``max_steps``, ``max_minutes`` (a
+    wall-clock deadline for :meth:`Trainer.train`: checked after every step, all ranks stop at the same step,
+    then validate and save as at the last step; the schedule is still the one of ``max_steps``), ``lr`` / ``end_lr``,
     ``warmup_ratio`` or ``warmup_steps``, ``weight_decay``, ``adam_betas``, ``adam_eps``, ``clip_norm``,
     ``ema_decay`` (0 = off), ``freeze_resnet``, ``freeze_resnet_bn``, ``freeze_embedding``, ``drop_path_rate``.
 
@@ -121,6 +123,7 @@ class TrainerConfig:
     grad_accum: int = 1
     max_epochs: int = 1
     max_steps: int | None = None
+    max_minutes: float | None = None
     lr: float = 5e-5
     end_lr: float = 0.0
     warmup_ratio: float = 0.06
@@ -191,6 +194,8 @@ class TrainerConfig:
             (self.grad_accum >= 1, f"grad_accum ({self.grad_accum}) must be >= 1"),
             (self.max_epochs >= 1, f"max_epochs ({self.max_epochs}) must be >= 1"),
             (self.max_steps is None or self.max_steps >= 1, f"max_steps ({self.max_steps}) must be >= 1"),
+            (self.max_minutes is None or self.max_minutes > 0,
+             f"max_minutes ({self.max_minutes}) must be > 0 (or null for no deadline)"),
             (self.lr > 0, f"lr ({self.lr}) must be > 0"),
             (self.end_lr >= 0, f"end_lr ({self.end_lr}) must be >= 0"),
             (self.warmup_steps is None or self.warmup_steps >= 0, f"warmup_steps ({self.warmup_steps}) must be >= 0"),

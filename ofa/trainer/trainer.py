@@ -395,6 +395,7 @@ class Trainer:
         last_valid: dict[str, float] = {}
         steps_per_epoch = max(self.total_steps // cfg.max_epochs, 1) if cfg.max_steps is None else 0
         started = time.perf_counter()
+        deadline = None if cfg.max_minutes is None else started + 60.0 * cfg.max_minutes
         window = {"samples": 0.0, "tokens": 0.0, "time": started}
         while self.step < self.total_steps:
             stats = self.train_step()
@@ -415,7 +416,12 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             at_epoch_end = steps_per_epoch > 0 and self.step % steps_per_epoch == 0
-            done = self.step >= self.total_steps
+            out_of_time = deadline is not None and self._past(deadline)
+            if out_of_time and self.step < self.total_steps:
+                logger.warning("max_minutes (%s) reached at step %d of %d: stopping, then validating and saving",
+                               cfg.max_minutes, self.step, self.total_steps)
+                self._log({"step": self.step, "stopped": "max_minutes", "planned_steps": self.total_steps})
+            done = self.step >= self.total_steps or out_of_time
             validate = (cfg.validate_every > 0 and self.step % cfg.validate_every == 0) or (
                 cfg.validate_every == 0 and at_epoch_end) or done
             save = (cfg.save_every > 0 and self.step % cfg.save_every == 0) or (
@@ -427,9 +433,17 @@ class Trainer:
                 self.save()
                 if last_valid and validate:
                     self.checkpoints.update_best(self.step, last_valid)
+            if done:
+                break
         if bar is not None:
             bar.close()
         return last_valid
+
+    def _past(self, deadline: float) -> bool:
+        """Whether any rank's clock passed ``deadline`` (every rank gets the same answer, so all stop together)."""
+        late = torch.tensor([1.0 if time.perf_counter() >= deadline else 0.0], dtype=torch.float64,
+                            device=self.dist.device)
+        return float(all_reduce_sum(late)) > 0
 
 
 def _check_output_dir(output_dir: Path, resume: str | Path | None, overwrite: bool) -> None:
