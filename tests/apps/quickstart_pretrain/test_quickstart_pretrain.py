@@ -15,11 +15,12 @@ from ofa.errors import ConfigError
 
 @pytest.mark.slow
 def test_short_pretraining_transfers(tmp_path):
-    # Shortened with fixed step counts (the command sizes them to its budget): about 6 minutes on 2 idle cores.
-    # Measured at these counts: CIDEr 2.96 from pretrained vs 1.14 from scratch, VQA 0.63 vs 0.47, grounding
-    # Acc@0.5 0.10 vs 0.00, zero-shot grounded QA 0.55 (chance 0.17, prior 0.215), text infilling 0.55.
+    # Shortened with fixed step counts (the command sizes them to its budget). With 1000 pretraining steps this
+    # box (AVX2 EPYC) got VQA 0.55 vs 0.48 from scratch, short of the +0.08 asserted below, while the same code
+    # passed elsewhere: at this length the margins depend on the machine's float rounding. 1400 steps: passed
+    # here in 9.9 minutes (2 cores, otherwise idle).
     config = PretrainQuickstartConfig(out=str(tmp_path / "qp"), num_pretrain=2000, num_labelled=100, num_valid=100,
-                                      vqgan_steps=60, pretrain_steps=1000, finetune_steps=200, progress=False)
+                                      vqgan_steps=60, pretrain_steps=1400, finetune_steps=200, progress=False)
     metrics = run_pretrain_quickstart(config)
     saved = json.loads((tmp_path / "qp" / "metrics.json").read_text())
     assert saved["finetune_pretrained"] == pytest.approx(metrics["finetune_pretrained"])
