@@ -178,22 +178,8 @@ class Pipeline:
         """
         if errors not in ("raise", "record"):
             raise InputError(f"errors={errors!r}; expected 'raise' or 'record'")
-        # import cost: `import ofa` loads this module; torch and the tasks load on first use
-        import torch
-
-        # import cost: `import ofa` loads this module; torch and the tasks load on first use
-        from ofa.data.collate import collate
-        from ofa.tasks.base import predict
-
         n, build = self._plan(inputs, text, fields)
-        starts: Iterable[int] = range(0, n, self.batch_size)
-        show = self.progress if self.progress is not None else n > self.batch_size
-        if show:
-            # import cost: `import ofa` loads this module; torch and the tasks load on first use
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc=f"{self.task.name}", unit="batch")
-        for start in starts:
+        for start in self._batch_starts(n):
             results: list[tuple[Example | None, Prediction | Failure | None]] = []
             samples = []
             for i in range(start, min(start + self.batch_size, n)):
@@ -207,9 +193,7 @@ class Pipeline:
                         raise
                     results.append((example, Failure(i, err)))
             if samples:
-                with torch.no_grad():
-                    batch = collate(samples, pad_id=self.tokenizer.pad_id).to(self.device)
-                    predicted = iter(predict(self.task, self.model, batch, self.tokenizer))
+                predicted = iter(self._predict_samples(samples))
                 results = [(ex, next(predicted) if res is None else res) for ex, res in results]
             for example, result in results:
                 assert result is not None
@@ -224,25 +208,35 @@ class Pipeline:
             return self._predict_examples(examples)
 
     def _predict_examples(self, examples: Sequence[Example]) -> list[Prediction]:
+        predictions: list[Prediction] = []
+        for start in self._batch_starts(len(examples)):
+            chunk = examples[start:start + self.batch_size]
+            predictions.extend(self._predict_samples([self.task.encode(ex, self._encoder, training=False)
+                                                      for ex in chunk]))
+        return predictions
+
+    def _batch_starts(self, n: int) -> Iterable[int]:
+        """Batch offsets over ``n`` inputs, behind a progress bar when asked (default: more than one batch)."""
+        starts: Iterable[int] = range(0, n, self.batch_size)
+        if self.progress if self.progress is not None else n > self.batch_size:
+            # import cost: `import ofa` loads this module; torch and the tasks load on first use
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"{self.task.name}", unit="batch")
+        return starts
+
+    def _predict_samples(self, samples: list[Any]) -> list[Prediction]:
+        """Collate encoded samples into one batch on the model's device and predict it."""
+        # import cost: `import ofa` loads this module; torch and the tasks load on first use
+        import torch
+
         # import cost: `import ofa` loads this module; torch and the tasks load on first use
         from ofa.data.collate import collate
         from ofa.tasks.base import predict
 
-        predictions: list[Prediction] = []
-        chunks = range(0, len(examples), self.batch_size)
-        show = self.progress if self.progress is not None else len(examples) > self.batch_size
-        iterator: Iterable[int] = chunks
-        if show:
-            # import cost: `import ofa` loads this module; torch and the tasks load on first use
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(chunks, desc=f"{self.task.name}", unit="batch")
-        for start in iterator:
-            chunk = examples[start:start + self.batch_size]
-            samples = [self.task.encode(ex, self._encoder, training=False) for ex in chunk]
+        with torch.no_grad():
             batch = collate(samples, pad_id=self.tokenizer.pad_id).to(self.device)
-            predictions.extend(predict(self.task, self.model, batch, self.tokenizer))
-        return predictions
+            return predict(self.task, self.model, batch, self.tokenizer)
 
     def __call__(self, inputs: Any = None, text: Any = None, **fields: Any) -> Prediction | list[Prediction]:
         """Predict for one input (returns one prediction) or a list (returns a list); images are read a batch

@@ -57,10 +57,6 @@ def _as_lists(candidates: Sequence[Sequence[int]], vocab_size: int) -> list[list
     return out
 
 
-def _trie_for(tries: dict[int, Trie], candidates: list[list[int]]) -> Trie:
-    return tries[id(candidates)]
-
-
 @torch.no_grad()
 def rank_candidates(
     model: Any,
@@ -125,7 +121,6 @@ def rank_candidates(
     # trie; its log-normaliser is computed once, over the trie's continuations of that prefix (use_trie) or the
     # whole vocabulary, and a candidate's score is the sum over its positions of logit(target) - normaliser.
     nodes: dict[tuple[int, tuple[int, ...]], int] = {}
-    node_feature: list[tuple[int, int]] = []  # node -> (row in the decoded chunk, position), set when decoded
     features_by_node: list[torch.Tensor | None] = []
     steps: list[list[list[tuple[int, int]]]] = [[[] for _ in lst] for lst in lists]  # (node, target) per position
     for i, lst in enumerate(lists):
@@ -134,8 +129,7 @@ def rank_candidates(
                 key = (i, tuple(cand[:k]))
                 node = nodes.setdefault(key, len(nodes))
                 if node == len(features_by_node):
-                    features_by_node.append(None)
-                    node_feature.append((-1, -1))
+                    features_by_node.append(None)  # set when a chunk decodes a row through this prefix
                 steps[i][j].append((node, cand[k] if k < len(cand) else cfg.eos_id))
     longest = max(len(lst) for lst in lists)
     for start in range(0, longest, chunk_size):
@@ -168,7 +162,7 @@ def rank_candidates(
         edge_token: list[int] = []
         edge_of: dict[tuple[int, int], int] = {}
         for (i, prefix), node in nodes.items():
-            for token in _trie_for(tries, lists[i]).next_tokens([cfg.bos_id, *prefix]):
+            for token in tries[id(lists[i])].next_tokens([cfg.bos_id, *prefix]):
                 edge_of[(node, token)] = len(edge_node)
                 edge_node.append(node)
                 edge_token.append(token)
