@@ -89,6 +89,17 @@ def environment() -> dict[str, Any]:
     }
 
 
+def matmul_gflops(size: int = 2048, runs: int = 10) -> float:
+    """The box's fp32 matmul speed (``size``-square, current thread count), the figure to quote next to times."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(runs):
+        a @ b
+    return round(2 * size**3 / ((time.perf_counter() - start) / runs) / 1e9, 1)
+
+
 def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result, indent=2))
 

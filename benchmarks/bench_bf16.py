@@ -23,19 +23,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, environment  # noqa: E402
+from _common import emit, environment, matmul_gflops  # noqa: E402
 
 VOCAB = 59457
 
 
-def _gflops() -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    for _ in range(2):
-        a @ b
-    start, n = time.perf_counter(), 10
-    for _ in range(n):
-        a @ b
-    return round(2 * 2048**3 / ((time.perf_counter() - start) / n) / 1e9, 1)
 
 
 def _cpu_bf16() -> bool:
@@ -98,7 +90,7 @@ def main() -> None:
           "image_size": args.image_size, "fp32_s": round(t32, 3), "bf16_s": round(t16, 3),
           "speedup_bf16_over_fp32": round(t32 / t16, 2), "max_rel_logit_err": rel,
           "identical_best": f"{identical}/{args.batch}", "cpu_has_bf16_instructions": _cpu_bf16(),
-          "matmul_gflops": _gflops(), "environment": environment()})
+          "matmul_gflops": matmul_gflops(), "environment": environment()})
 
 
 if __name__ == "__main__":

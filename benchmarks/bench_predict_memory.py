@@ -25,19 +25,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, environment, peak_rss_mb  # noqa: E402
+from _common import emit, environment, matmul_gflops, peak_rss_mb  # noqa: E402
 
 
-def _gflops() -> float:
-    import torch
-
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    for _ in range(2):
-        a @ b
-    start, n = time.perf_counter(), 10
-    for _ in range(n):
-        a @ b
-    return round(2 * 2048**3 / ((time.perf_counter() - start) / n) / 1e9, 1)
 
 
 def _prepare(root: Path, photos: int, megapixels: float) -> None:
@@ -100,7 +90,7 @@ def main() -> None:
           "batch_size": args.batch_size, **results,
           "peak_rss_ratio_baseline_over_ours": round(results["baseline_load_all"]["rss_peak_mb"]
                                                      / results["ours_stream"]["rss_peak_mb"], 2),
-          "matmul_gflops": _gflops(), "environment": environment()})
+          "matmul_gflops": matmul_gflops(), "environment": environment()})
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from PIL import Image, ImageDraw
@@ -37,7 +37,7 @@ from ofa.tasks.refcoco import GroundingPrediction
 from ofa.tokenization import OFATokenizer
 from ofa.trainer import TaskSpec, Trainer, TrainerConfig
 
-__all__ = ["QuickstartConfig", "run_quickstart", "QUICKSTART_MODEL"]
+__all__ = ["QuickstartConfig", "run_quickstart", "prepare_quickstart", "QUICKSTART_MODEL"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,9 +143,10 @@ def _estimate_steps(config: QuickstartConfig, trainer_factory: Any, started: flo
     return max(int(budget / per_step), 20), per_step
 
 
-def run_quickstart(config: QuickstartConfig) -> dict[str, float]:
-    """Run the quickstart end to end; returns the metrics written to ``metrics.json``."""
-    started = time.perf_counter()
+def prepare_quickstart(config: QuickstartConfig) -> tuple[Path, OFATokenizer, Callable[..., Trainer]]:
+    """Write the world and train its BPE; returns the data folder, the tokenizer and a trainer factory
+    ``make_trainer(max_steps, max_minutes=None)`` (a fresh seeded model each call). Also used by
+    ``benchmarks/bench_quickstart_step.py``."""
     out = Path(config.out)
     data = out / "data"
     out.mkdir(parents=True, exist_ok=True)
@@ -181,6 +182,15 @@ def run_quickstart(config: QuickstartConfig) -> dict[str, float]:
             valid_batch_size=64, keep_last=1, best_metric=None)
         return Trainer(trainer_config, model=model, tokenizer=tok, overwrite=True, progress=config.progress)
 
+    return data, tok, make_trainer
+
+
+def run_quickstart(config: QuickstartConfig) -> dict[str, float]:
+    """Run the quickstart end to end; returns the metrics written to ``metrics.json``."""
+    started = time.perf_counter()
+    out = Path(config.out)
+    data, tok, make_trainer = prepare_quickstart(config)
+    size = config.image_size
     steps, per_step = _estimate_steps(config, make_trainer, started)
     # The deadline is a deadline: if the machine slows down mid-run, training stops when the training share of
     # the budget is spent and the evaluation still runs (without max_steps given, the run is sized from the probe).

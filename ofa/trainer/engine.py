@@ -155,7 +155,7 @@ class TorchEngine:
             self._all_reduce_grads()
         params = [p for p in self.model.parameters() if p.grad is not None]
         if self.clip_norm > 0:
-            norm = float(torch.nn.utils.clip_grad_norm_(params, self.clip_norm))
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.clip_norm, foreach=True))
         else:
             grads = [p.grad.detach() for p in params if p.grad is not None]
             norm = float(torch.norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0

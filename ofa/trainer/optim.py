@@ -17,11 +17,20 @@ __all__ = ["build_optimizer", "PolynomialDecay", "EMA"]
 
 def build_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: float = 0.01,
                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
-    """AdamW with decoupled weight decay on every parameter (as fairseq's ``adam`` in OFA's scripts)."""
+    """AdamW with decoupled weight decay on every parameter (as fairseq's ``adam`` in OFA's scripts).
+
+    The update runs as one fused kernel over all parameters when they share a CPU or CUDA device and a float dtype
+    (torch's ``fused=True``), else as torch's multi-tensor loop: on the CPU torch's default is a Python loop over
+    the parameters, which took 9% of a quickstart training step (one update per tensor, ~250 tensors)."""
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ConfigError("no trainable parameters (everything is frozen)")
-    return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    devices = {p.device for p in params}
+    dtypes = {p.dtype for p in params}
+    fusable = (len(devices) == 1 and next(iter(devices)).type in ("cpu", "cuda")
+               and dtypes <= {torch.float32, torch.float16, torch.bfloat16})
+    return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                             **({"fused": True} if fusable else {"foreach": True}))
 
 
 class PolynomialDecay:

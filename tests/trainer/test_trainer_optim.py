@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -72,6 +74,27 @@ def test_build_optimizer_skips_frozen_and_rejects_all_frozen() -> None:
         p.requires_grad_(False)
     with pytest.raises(ConfigError, match="no trainable parameters"):
         build_optimizer(model.parameters(), lr=1e-3)
+
+
+def test_fused_update_matches_the_reference_adamw_loop() -> None:
+    # The fused kernel (one device, float params) must give the update of torch's plain per-parameter AdamW.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 2))
+    reference = copy.deepcopy(model)
+    opt = build_optimizer(model.parameters(), lr=1e-2, weight_decay=0.01)
+    assert opt.defaults["fused"] is True
+    ref_opt = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.01, foreach=False)
+    x = torch.randn(16, 4)
+    for _ in range(5):
+        for m, o in ((model, opt), (reference, ref_opt)):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    # Parameters of several dtypes cannot share one fused kernel: the multi-tensor loop runs instead.
+    mixed = [nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2, dtype=torch.float64))]
+    assert build_optimizer(mixed, lr=1e-3).defaults["foreach"] is True
 
 
 def test_weight_decay_is_decoupled() -> None:
