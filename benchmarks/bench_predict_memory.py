@@ -28,8 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, environment, matmul_gflops, peak_rss_mb  # noqa: E402
 
 
-
-
 def _prepare(root: Path, photos: int, megapixels: float) -> None:
     import numpy as np
     import torch
