@@ -28,8 +28,6 @@ from _common import emit, environment, matmul_gflops  # noqa: E402
 VOCAB = 59457
 
 
-
-
 def _cpu_bf16() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text()

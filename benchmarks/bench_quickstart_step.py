@@ -57,7 +57,7 @@ def main() -> None:
             t1 = time.perf_counter()
             out = trainer.criterion.loss(trainer.engine.module, work)
             t2 = time.perf_counter()
-            trainer.engine.backward(out.loss / work.ntokens)
+            trainer.engine.backward(out.loss * trainer.engine.loss_scale(work.ntokens))
             t3 = time.perf_counter()
             trainer.engine.step()
             trainer.step += 1
