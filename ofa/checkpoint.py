@@ -6,7 +6,8 @@
   allowlist of module prefixes (``omegaconf.``, ``fairseq.``, ...), so no code from the file runs. Anything else
   in the pickle is refused unless the caller passes ``trust_pickle=True``.
 * **HF** (``OFA-Sys/ofa-*`` on the hub): ``config.json`` + ``pytorch_model.bin`` with renamed keys (spec §7.4).
-* **ours**: :func:`save_pretrained` writes ``config.json`` + ``model.pt`` (state dict only).
+* **ours**: :func:`save_pretrained` writes ``config.json`` + ``model.safetensors`` (or shards with an index);
+  directories from before 0.3 hold ``model.pt`` (state dict only) and still load.
 
 The architecture comes from the tensor shapes (layers, widths, heads, backbone depth, bucket sizes) and, for
 what shapes cannot tell (``attn_scale_factor``, dropout rates), from the stored config.
@@ -30,7 +31,18 @@ from ofa.builders import build_ofa
 from ofa.config import OFAConfig, ResNetConfig, with_overrides
 from ofa.errors import CheckpointError, ConfigError
 from ofa.nn.rel_pos import decoder_image_position_ids, image_bucket_index, token_rel_positions
-from ofa.serialization import CONFIG_NAME, FORMAT_NAME, WEIGHTS_NAME, check_torch_file, write_pretrained
+from ofa.serialization import (
+    CONFIG_NAME,
+    DEFAULT_MAX_SHARD_SIZE,
+    FORMAT_NAME,
+    SAFE_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+    WEIGHTS_NAME,
+    check_torch_file,
+    has_weights,
+    read_weights,
+    write_pretrained,
+)
 
 __all__ = [
     "load_checkpoint",
@@ -184,11 +196,6 @@ def read_checkpoint(
     path = Path(path)
     if path.is_dir():
         config_file = path / CONFIG_NAME
-        candidates = [path / WEIGHTS_NAME, path / "pytorch_model.bin", path / "checkpoint.pt"]
-        weights = next((c for c in candidates if c.is_file()), None)
-        if weights is None:
-            raise CheckpointError(
-                f"directory {str(path)!r} holds no weights; looked for {[c.name for c in candidates]}")
         config = _read_config_json(config_file) if config_file.is_file() else {}
         if not isinstance(config, Mapping):
             raise CheckpointError(f"{str(config_file)!r} holds a JSON {type(config).__name__}; expected an object "
@@ -196,10 +203,16 @@ def read_checkpoint(
         if config.get("format") == FORMAT_NAME:
             if not isinstance(config.get("config"), Mapping):
                 raise CheckpointError(f"{str(config_file)!r} has format {FORMAT_NAME!r} but no 'config' object")
-            state = _torch_load(weights, trust_pickle, map_location)
-            if not isinstance(state, Mapping):
-                raise CheckpointError(f"{str(weights)!r} does not hold a state dict")
-            return dict(state), dict(config), FORMAT_NAME
+            return read_weights(path, map_location=map_location, trust_pickle=trust_pickle), dict(config), \
+                FORMAT_NAME
+        if has_weights(path) and not (path / WEIGHTS_NAME).is_file():  # an HF port saved as safetensors
+            return convert_hf_state_dict(read_weights(path, map_location=map_location)), _hf_config(config), "hf"
+        candidates = [path / WEIGHTS_NAME, path / "pytorch_model.bin", path / "checkpoint.pt"]
+        weights = next((c for c in candidates if c.is_file()), None)
+        if weights is None:
+            raise CheckpointError(
+                f"directory {str(path)!r} holds no weights; looked for "
+                f"{[SAFE_INDEX_NAME, SAFE_WEIGHTS_NAME] + [c.name for c in candidates]}")
         if weights.name == "checkpoint.pt":
             return read_checkpoint(weights, trust_pickle=trust_pickle, map_location=map_location)
         state = _torch_load(weights, trust_pickle, map_location)
@@ -451,8 +464,9 @@ def load_checkpoint(
     """Load an OFA model from an official fairseq checkpoint, an HF-format port, or our own directory.
 
     Args:
-        path: a ``.pt`` file (fairseq or bare state dict) or a directory (ours: ``config.json`` + ``model.pt``;
-            HF: ``config.json`` + ``pytorch_model.bin``).
+        path: a ``.pt`` file (fairseq or bare state dict) or a directory (ours: ``config.json`` +
+            ``model.safetensors``, sharded or not, or the older ``model.pt``; HF: ``config.json`` +
+            ``pytorch_model.bin`` or ``model.safetensors``).
         trust_pickle: unpickle arbitrary objects (runs code from the file). Off by default: official files load
             without it.
         map_location: device the tensors are read to.
@@ -489,6 +503,8 @@ def load_checkpoint(
     return model.eval()
 
 
-def save_pretrained(model: Any, directory: str | os.PathLike[str]) -> None:
-    """Write ``config.json`` (format tag + :meth:`OFAConfig.to_dict`) and ``model.pt`` atomically."""
-    write_pretrained(directory, model.state_dict(), model.config.to_dict())
+def save_pretrained(model: Any, directory: str | os.PathLike[str], *,
+                    max_shard_size: int = DEFAULT_MAX_SHARD_SIZE) -> None:
+    """Write ``config.json`` (format tag + :meth:`OFAConfig.to_dict`) and ``model.safetensors`` (shards plus
+    ``model.safetensors.index.json`` past ``max_shard_size`` bytes), each file atomically."""
+    write_pretrained(directory, model.state_dict(), model.config.to_dict(), max_shard_size=max_shard_size)

@@ -20,7 +20,7 @@ from ofa.nn.attention import MultiheadAttention
 from ofa.nn.attention_backends import resolve_backend
 from ofa.nn.decoder import CrossState, DecoderCache, DecoderOutput, OFADecoder
 from ofa.nn.encoder import EncoderOutput, OFAEncoder
-from ofa.serialization import write_pretrained
+from ofa.serialization import DEFAULT_MAX_SHARD_SIZE, write_pretrained
 
 __all__ = ["OFAModel", "EncoderOutput", "DecoderOutput", "DecoderCache", "CrossState"]
 
@@ -252,10 +252,11 @@ class OFAModel(nn.Module):
         return self.decoder(tokens, cache.cross, cache.code_masks, cache=cache).logits
 
     # -- persistence ------------------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
-        """Write ``config.json`` and ``model.pt`` (weights only, no pickled code) to ``directory``; read it back
-        with :func:`ofa.load_checkpoint`."""
-        write_pretrained(directory, self.state_dict(), self.config.to_dict())
+    def save_pretrained(self, directory: str | os.PathLike[str], *,
+                        max_shard_size: int = DEFAULT_MAX_SHARD_SIZE) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (sharded with an index past ``max_shard_size`` bytes)
+        to ``directory``; read it back with :func:`ofa.load_checkpoint`."""
+        write_pretrained(directory, self.state_dict(), self.config.to_dict(), max_shard_size=max_shard_size)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str], **kwargs: Any) -> "OFAModel":

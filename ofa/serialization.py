@@ -1,5 +1,11 @@
-"""Our own checkpoint directory format: ``config.json`` (a format tag + the model config) and ``model.pt`` (the
-state dict, no pickled objects), both written atomically.
+"""Our own checkpoint directory format: ``config.json`` (a format tag + the model config) and the weights as
+``model.safetensors`` (or, past ``max_shard_size``, ``model-0000i-of-0000n.safetensors`` shards listed in
+``model.safetensors.index.json``, the layout transformers uses), every file written atomically.
+
+Reading never unpickles: safetensors is a JSON header plus raw bytes. Directories written before 0.3 hold a
+``model.pt`` (a zip-format torch state dict); :func:`read_weights` still reads it, through the weights-only reader.
+Tied weights (the shared token embedding) are stored once and named again in the header's ``ofa.aliases``; a
+``ofa.sha256`` digest of the tensor bytes in the header catches a flipped byte, which safetensors itself cannot.
 
 It sits below the model so that :meth:`OFAModel.save_pretrained` needs nothing above it; reading (and every
 other format) is :mod:`ofa.checkpoint`'s.
@@ -10,38 +16,214 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import safetensors
+import safetensors.torch
 import torch
 
 from ofa.errors import CheckpointError
 
-__all__ = ["FORMAT_NAME", "WEIGHTS_NAME", "CONFIG_NAME", "MANIFEST_NAME", "write_pretrained", "check_torch_file", "read_torch_file",
-           "fsync_path", "write_manifest", "verify_manifest"]
+__all__ = ["FORMAT_NAME", "WEIGHTS_NAME", "SAFE_WEIGHTS_NAME", "SAFE_INDEX_NAME", "CONFIG_NAME", "MANIFEST_NAME",
+           "DEFAULT_MAX_SHARD_SIZE", "write_pretrained", "write_weights", "read_weights", "has_weights",
+           "check_torch_file", "read_torch_file", "fsync_path", "write_manifest", "verify_manifest"]
 
 FORMAT_NAME = "ofa-unified"
-WEIGHTS_NAME = "model.pt"
+WEIGHTS_NAME = "model.pt"  # the layout before 0.3; still read
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_INDEX_NAME = "model.safetensors.index.json"
 CONFIG_NAME = "config.json"
 MANIFEST_NAME = "manifest.json"
+DEFAULT_MAX_SHARD_SIZE = 5 * 1024**3  # bytes; OFA-Huge in fp32 (3.7 GB) stays one file
+_SHARD_PATTERN = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 
 
 def write_pretrained(directory: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor],
-                     config: Mapping[str, Any]) -> Path:
-    """Write ``state_dict`` to ``model.pt`` and ``{"format": ..., "config": config}`` to ``config.json``.
+                     config: Mapping[str, Any], *, max_shard_size: int = DEFAULT_MAX_SHARD_SIZE) -> Path:
+    """Write ``state_dict`` as safetensors (:func:`write_weights`) and ``{"format": ..., "config": config}`` to
+    ``config.json``.
 
     Each file is written to a temporary name and renamed, so a reader never sees half a file.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (WEIGHTS_NAME + ".tmp")
-    torch.save(dict(state_dict), tmp)
-    os.replace(tmp, directory / WEIGHTS_NAME)
+    write_weights(directory, state_dict, max_shard_size=max_shard_size)
     tmp_config = directory / (CONFIG_NAME + ".tmp")
     tmp_config.write_text(json.dumps({"format": FORMAT_NAME, "config": dict(config)}, indent=2))
     os.replace(tmp_config, directory / CONFIG_NAME)
     return directory
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple[Any, ...]:
+    return (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+            tuple(tensor.stride()), tensor.dtype)
+
+
+def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and raw bytes of ``tensors`` in sorted name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        digest.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        if t.numel():
+            digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def write_weights(directory: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], *,
+                  max_shard_size: int = DEFAULT_MAX_SHARD_SIZE) -> list[Path]:
+    """Write ``state_dict`` to ``model.safetensors``, or to shards plus ``model.safetensors.index.json`` when it
+    exceeds ``max_shard_size`` bytes (a tensor larger than that gets a shard of its own).
+
+    Keys that name the very same tensor (tied weights) are written once; the others are recorded as aliases.
+    Weight files of an earlier save in ``directory`` (``model.pt``, shards no longer listed) are removed, so the
+    directory never holds two disagreeing copies.
+
+    Returns:
+        The weight files written.
+
+    Raises:
+        CheckpointError: a value that is not a tensor, or a ``max_shard_size`` that is not a positive integer.
+    """
+    if isinstance(max_shard_size, bool) or not isinstance(max_shard_size, int) or max_shard_size <= 0:
+        raise CheckpointError(f"max_shard_size must be a positive number of bytes, got {max_shard_size!r}")
+    bad = sorted(f"{k} ({type(v).__name__})" for k, v in state_dict.items() if not isinstance(v, torch.Tensor))
+    if bad:
+        raise CheckpointError(f"state dict entries that are not tensors cannot be saved: {', '.join(bad[:10])}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    canonical: dict[tuple[Any, ...], str] = {}
+    aliases: dict[str, str] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
+    for name, value in state_dict.items():
+        key = _storage_key(value)
+        if key in canonical:
+            aliases[name] = canonical[key]
+            continue
+        canonical[key] = name
+        t = value.detach().cpu().contiguous()
+        if t.numel() and t.untyped_storage().data_ptr() in storages:  # overlapping views that are not aliases: safetensors
+            t = t.clone()                                 # refuses two entries over one storage
+        if t.numel():
+            storages.add(t.untyped_storage().data_ptr())
+        tensors[name] = t
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_shard_size:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += nbytes
+    names = ([SAFE_WEIGHTS_NAME] if len(shards) == 1 else
+             [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+    written = []
+    for file_name, shard in zip(names, shards):
+        shard_aliases = {a: c for a, c in aliases.items() if c in shard}
+        metadata = {"format": "pt", "ofa.aliases": json.dumps(shard_aliases, sort_keys=True),
+                    "ofa.sha256": _tensor_digest(shard)}
+        tmp = directory / (file_name + ".tmp")
+        safetensors.torch.save_file(shard, str(tmp), metadata=metadata)
+        os.replace(tmp, directory / file_name)
+        written.append(directory / file_name)
+    index = directory / SAFE_INDEX_NAME
+    if len(shards) > 1:
+        weight_map = {name: file_name for file_name, shard in zip(names, shards) for name in shard}
+        weight_map.update({a: weight_map[c] for a, c in aliases.items()})
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        tmp = directory / (SAFE_INDEX_NAME + ".tmp")
+        tmp.write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2,
+                                  sort_keys=True))
+        os.replace(tmp, index)
+    stale = [directory / WEIGHTS_NAME] + [p for p in directory.glob("model-*-of-*.safetensors")
+                                          if _SHARD_PATTERN.fullmatch(p.name) and p not in written]
+    if len(shards) == 1:
+        stale += [index]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return written
+
+
+def has_weights(directory: str | os.PathLike[str]) -> bool:
+    """Whether ``directory`` holds weights in our layout (safetensors, sharded safetensors or legacy ``model.pt``)."""
+    directory = Path(directory)
+    return any((directory / name).is_file() for name in (SAFE_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME))
+
+
+def _read_safetensors(path: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
+    """One safetensors file with its aliases restored, its digest (when it has one) checked."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        tensors = safetensors.torch.load_file(str(path), device="cpu")
+    except Exception as exc:  # SafetensorError, OSError: a truncated or foreign file
+        raise CheckpointError(f"could not read {str(path)!r}: it is truncated or not a safetensors file ({exc})") \
+            from exc
+    expected = metadata.get("ofa.sha256")
+    if expected is not None and _tensor_digest(tensors) != expected:
+        raise CheckpointError(f"{str(path)!r} is damaged: its tensors do not match the sha256 in its header")
+    try:
+        aliases = json.loads(metadata.get("ofa.aliases", "{}"))
+        if not isinstance(aliases, dict) or any(not isinstance(v, str) for v in aliases.values()):
+            raise ValueError("not an object of names")
+    except ValueError as exc:
+        raise CheckpointError(f"{str(path)!r} has an unreadable 'ofa.aliases' entry in its header ({exc})") from exc
+    missing = sorted(set(aliases.values()) - set(tensors))
+    if missing:
+        raise CheckpointError(f"{str(path)!r} names aliases of tensors it does not hold: {missing[:10]}")
+    if str(device) != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
+    tensors.update({alias: tensors[target] for alias, target in aliases.items()})
+    return tensors
+
+
+def read_weights(directory: str | os.PathLike[str], *, map_location: str | torch.device = "cpu",
+                 trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Read the weights :func:`write_weights` wrote (sharded or not), or a legacy ``model.pt``, into one dict.
+
+    Safetensors is preferred when both are present; it is read without unpickling anything. Tied keys come back
+    as the same tensor.
+
+    Raises:
+        CheckpointError: no weights in ``directory``, a missing or damaged shard (named), an unreadable index, or a
+            shard whose tensors disagree with the index.
+    """
+    directory = Path(directory)
+    index = directory / SAFE_INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise TypeError("'weight_map' is not an object of file names")
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{str(index)!r} is not a readable safetensors index ({exc})") from exc
+        state: dict[str, torch.Tensor] = {}
+        for file_name in sorted(set(weight_map.values())):
+            if Path(file_name).name != file_name:
+                raise CheckpointError(f"{str(index)!r} lists {file_name!r}, which is not a file in the directory")
+            shard = _read_safetensors(directory / file_name, map_location)
+            listed = {k for k, v in weight_map.items() if v == file_name}
+            if set(shard) != listed:
+                extra, lost = sorted(set(shard) - listed), sorted(listed - set(shard))
+                raise CheckpointError(f"{str(directory / file_name)!r} does not hold what {SAFE_INDEX_NAME} lists "
+                                      f"(missing: {lost[:10]}, not listed: {extra[:10]})")
+            state.update(shard)
+        return state
+    if (directory / SAFE_WEIGHTS_NAME).is_file():
+        return _read_safetensors(directory / SAFE_WEIGHTS_NAME, map_location)
+    if (directory / WEIGHTS_NAME).is_file():
+        state = read_torch_file(directory / WEIGHTS_NAME, map_location=map_location, trust_pickle=trust_pickle)
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"{str(directory / WEIGHTS_NAME)!r} does not hold a state dict")
+        return dict(state)
+    raise CheckpointError(f"directory {str(directory)!r} holds no weights; looked for {SAFE_INDEX_NAME}, "
+                          f"{SAFE_WEIGHTS_NAME} and {WEIGHTS_NAME}")
 
 
 def check_torch_file(path: str | os.PathLike[str], *, allowed: Callable[[str], bool] = lambda name: False,

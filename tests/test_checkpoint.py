@@ -19,6 +19,7 @@ import ofa
 from ofa.checkpoint import FORMAT_NAME, read_checkpoint
 from ofa.errors import CheckpointError, ConfigError
 from ofa.nn.rel_pos import decoder_image_position_ids, image_bucket_index, token_rel_positions
+from ofa.serialization import read_weights
 
 PAD = 1
 
@@ -70,7 +71,7 @@ def test_from_pretrained_is_a_deprecated_alias_of_load_checkpoint(test_model: An
 
 def test_save_pretrained_round_trip_is_bitwise(test_model: Any, inputs: dict, tmp_path: Path) -> None:
     test_model.save_pretrained(tmp_path / "run")
-    assert sorted(os.listdir(tmp_path / "run")) == ["config.json", "model.pt"]
+    assert sorted(os.listdir(tmp_path / "run")) == ["config.json", "model.safetensors"]
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["format"] == FORMAT_NAME
     loaded = ofa.load_checkpoint(tmp_path / "run")
@@ -409,8 +410,17 @@ def test_missing_path_and_empty_directory_raise(tmp_path: Path) -> None:
         ofa.load_checkpoint(tmp_path)
 
 
+def _to_legacy_layout(directory: Path) -> Path:
+    """Rewrite a save_pretrained directory in the pre-0.3 layout (``model.pt``); return the weights file."""
+    state = read_weights(directory)
+    (directory / "model.safetensors").unlink()
+    torch.save(state, directory / "model.pt")
+    return directory / "model.pt"
+
+
 def test_directory_of_our_format_holding_a_list_raises(test_model: Any, tmp_path: Path) -> None:
     test_model.save_pretrained(tmp_path)
+    _to_legacy_layout(tmp_path)
     torch.save([1, 2], tmp_path / "model.pt")
     with pytest.raises(CheckpointError, match="does not hold a state dict"):
         ofa.load_checkpoint(tmp_path)
@@ -436,7 +446,7 @@ def test_a_flipped_byte_inside_a_tensor_is_caught_by_the_crc(test_model: Any, tm
                                                              trust_pickle: bool) -> None:
     """#14 item 7: torch's zip reader checks no CRC, so this used to load silently with one weight changed."""
     test_model.save_pretrained(tmp_path / "ck")
-    entry = _flip_tensor_byte(tmp_path / "ck" / "model.pt")
+    entry = _flip_tensor_byte(_to_legacy_layout(tmp_path / "ck"))
     with pytest.raises(CheckpointError, match=f"model.pt.*damaged.*{entry}.*CRC"):
         ofa.load_checkpoint(tmp_path / "ck", trust_pickle=trust_pickle)
     path = _save_fairseq(tmp_path / "fairseq.pt", _official_state(test_model))

@@ -24,7 +24,7 @@ from torch import nn
 
 from ofa.data.collate import Batch, PartedBatch
 from ofa.errors import ConfigError
-from ofa.serialization import read_torch_file
+from ofa.serialization import read_torch_file, read_weights
 from ofa.trainer.distributed import DistInfo
 from ofa.trainer.optim import PolynomialDecay, build_optimizer
 
@@ -185,8 +185,9 @@ class TorchEngine:
                    directory / "engine.pt")
 
     def load(self, directory: Path) -> None:
-        """Restore the weights (``model.pt`` of the checkpoint), the optimizer and the schedule."""
-        weights = read_torch_file(directory / "model.pt", map_location=model_device(self.model))
+        """Restore the weights (the checkpoint's ``model.safetensors``, or ``model.pt`` before 0.3), the optimizer
+        and the schedule."""
+        weights = read_weights(directory, map_location=model_device(self.model))
         self.model.load_state_dict(weights, strict=True)
         state = read_torch_file(directory / "engine.pt")
         self.optimizer.load_state_dict(state["optimizer"])

@@ -23,6 +23,7 @@ from PIL import Image
 import ofa
 from ofa.apps.cli import main
 from ofa.data.images import encode_image_base64
+from ofa.serialization import read_weights
 
 BUILTIN_TASKS = ["caption", "image_classify", "image_gen", "refcoco", "region_caption", "snli_ve", "sst2",
                  "vqa_gen"]
@@ -271,11 +272,13 @@ class _Runs:
 
 def test_predict_refuses_a_pickled_checkpoint_and_says_how_to_opt_in(
         checkpoint_dir: Path, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # a copy of the checkpoint whose model.pt also pickles an object that runs code (issue #14, item 1)
+    # a copy of the checkpoint in the pre-0.3 layout whose model.pt also pickles an object that runs code
+    # (issue #14, item 1)
     tampered = tmp_path / "tampered"
     shutil.copytree(checkpoint_dir, tampered)
     marker = tmp_path / "pwned"
-    state = torch.load(tampered / "model.pt", weights_only=True)
+    state = read_weights(tampered)
+    (tampered / "model.safetensors").unlink()
     torch.save({**state, "evil": _Runs(marker)}, tampered / "model.pt")
     args = ["predict", "--task", "caption", "--checkpoint", str(tampered), *SMALL, str(files["a"])]
     assert main(args) == 2

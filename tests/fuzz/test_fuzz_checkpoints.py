@@ -1,4 +1,4 @@
-"""Fuzz: checkpoint files. A saved model directory and an official-layout (fairseq) file are truncated at random
+"""Fuzz: checkpoint files. A saved model directory (safetensors, and the pre-0.3 torch zip layout) and an official-layout (fairseq) file are truncated at random
 offsets and have random bytes flipped; state dicts get wrong layouts (missing, extra, mis-shaped, non-tensor
 entries); pickles carry globals (a class of this module, ``os.system``). ``load_checkpoint`` either returns a model
 whose weights equal the saved ones exactly (a flip in bytes nothing reads), or raises a CheckpointError/ConfigError
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import safetensors.torch
 import torch
 from hypothesis import strategies as st
 
@@ -35,15 +36,20 @@ def saved(tmp_path_factory: pytest.TempPathFactory, small_model: Any) -> dict[st
     root = tmp_path_factory.mktemp("fuzz-ckpt")
     model.save_pretrained(root / "pretrained")
     state = {k: v.clone() for k, v in model.state_dict().items()}
+    # the pre-0.3 layout: the same config.json with the weights in a torch zip file
+    shutil.copytree(root / "pretrained", root / "legacy")
+    (root / "legacy" / "model.safetensors").unlink()
+    torch.save(model.state_dict(), root / "legacy" / "model.pt")
     torch.save({"model": state, "args": None, "cfg": None, "criterion": None}, root / "fairseq.pt")
-    return {"root": root, "state": state, "bytes": (root / "pretrained" / "model.pt").read_bytes(),
+    return {"root": root, "state": state, "bytes": (root / "legacy" / "model.pt").read_bytes(),
+            "safe_bytes": (root / "pretrained" / "model.safetensors").read_bytes(),
             "fairseq": (root / "fairseq.pt").read_bytes()}
 
 
 @st.composite
 def damage(draw: Any) -> tuple[str, Any]:
     kind = draw(st.sampled_from(["truncate", "flip", "flip", "layout", "pickle", "config", "fairseq_truncate",
-                                 "fairseq_flip"]))
+                                 "fairseq_flip", "safe_truncate", "safe_flip", "safe_flip", "safe_layout"]))
     if kind.endswith("truncate"):
         return kind, draw(st.floats(0.0, 1.0, exclude_max=True))
     if kind.endswith("flip"):
@@ -52,6 +58,8 @@ def damage(draw: Any) -> tuple[str, Any]:
     if kind == "layout":
         return kind, draw(st.sampled_from(["drop", "extra", "shape", "dtype", "non_tensor", "empty", "list",
                                            "nested"])), draw(st.integers(0, 10**6))
+    if kind == "safe_layout":
+        return kind, draw(st.sampled_from(["drop", "extra", "shape", "dtype", "empty"])), draw(st.integers(0, 10**6))
     if kind == "pickle":
         return kind, draw(st.sampled_from(["payload", "os_system", "namespace_payload"]))
     return kind, draw(st.sampled_from([b"", b"{", b"[]", b'{"format": "ofa-unified"}', b'{"config": 3}',
@@ -60,14 +68,15 @@ def damage(draw: Any) -> tuple[str, Any]:
 
 def test_checkpoint_files(fuzz: Any, profile: Any, saved: dict[str, Any], tmp_path: Path) -> None:
     directory = tmp_path / "ck"
-    weights = directory / "model.pt"
 
     def body(case: tuple[Any, ...]) -> None:
         if directory.exists():
             shutil.rmtree(directory)
-        shutil.copytree(saved["root"] / "pretrained", directory)
         kind = case[0]
-        data = bytearray(saved["fairseq" if kind.startswith("fairseq") else "bytes"])
+        safe = kind.startswith("safe") or kind == "config"
+        shutil.copytree(saved["root"] / ("pretrained" if safe else "legacy"), directory)
+        weights = directory / ("model.safetensors" if safe else "model.pt")
+        data = bytearray(saved["fairseq" if kind.startswith("fairseq") else "safe_bytes" if safe else "bytes"])
         target = tmp_path / "fairseq.pt" if kind.startswith("fairseq") else directory
         if kind == "fairseq_truncate":
             target.write_bytes(bytes(data[: int(case[1] * len(data))]))
@@ -75,13 +84,13 @@ def test_checkpoint_files(fuzz: Any, profile: Any, saved: dict[str, Any], tmp_pa
             for where, mask in case[1]:
                 data[int(where * len(data))] ^= mask
             target.write_bytes(bytes(data))
-        elif kind == "truncate":
+        elif kind in ("truncate", "safe_truncate"):
             weights.write_bytes(bytes(data[: int(case[1] * len(data))]))
-        elif kind == "flip":
+        elif kind in ("flip", "safe_flip"):
             for where, mask in case[1]:
                 data[int(where * len(data))] ^= mask
             weights.write_bytes(bytes(data))
-        elif kind == "layout":
+        elif kind in ("layout", "safe_layout"):
             state = dict(saved["state"])
             keys = sorted(state)
             key = keys[case[2] % len(keys)]
@@ -91,15 +100,18 @@ def test_checkpoint_files(fuzz: Any, profile: Any, saved: dict[str, Any], tmp_pa
             elif how == "extra":
                 state["encoder.no_such.weight"] = torch.zeros(3)
             elif how == "shape":
-                state[key] = torch.zeros(*(s + 1 for s in state[key].shape))
+                state[key] = torch.zeros(tuple(s + 1 for s in state[key].shape) or (1,))  # 0-dim: one element
             elif how == "dtype":
                 state[key] = state[key].to(torch.complex64) if state[key].is_floating_point() else state[key].float()
             elif how == "non_tensor":
                 state[key] = "not a tensor"
             elif how == "empty":
                 state = {}
-            torch.save([state] if how == "list" else ({"model": {"model": state}} if how == "nested" else state),
-                       weights)
+            if safe:
+                safetensors.torch.save_file(state, str(weights))
+            else:
+                torch.save([state] if how == "list" else ({"model": {"model": state}} if how == "nested" else state),
+                           weights)
         elif kind == "pickle":
             payload = {"payload": Payload(), "os_system": os.system,
                        "namespace_payload": {"args": Payload()}}[case[1]]
@@ -112,7 +124,7 @@ def test_checkpoint_files(fuzz: Any, profile: Any, saved: dict[str, Any], tmp_pa
         try:
             model = ofa.load_checkpoint(target)
         except Exception as exc:  # noqa: BLE001 - the property decides
-            fuzz.expect(exc, str(target), "model.pt", "config.json")
+            fuzz.expect(exc, str(target), weights.name, "config.json")
             return
         finally:
             assert RAN == [], "loading ran pickled code"

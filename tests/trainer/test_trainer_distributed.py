@@ -20,6 +20,8 @@ from typing import Any, Callable
 import pytest
 import torch
 
+from ofa.serialization import read_weights
+
 STEPS = 3
 
 
@@ -47,7 +49,7 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 def results(out: Path) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    weights = torch.load(out / "checkpoints" / f"step_{STEPS:08d}" / "model.pt", weights_only=True)
+    weights = read_weights(out / "checkpoints" / f"step_{STEPS:08d}")
     return records, weights
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from ofa.serialization import write_weights
 from ofa.trainer.engine import TorchEngine
 from ofa.trainer.optim import PolynomialDecay, build_optimizer
 
@@ -62,7 +63,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
         a.backward(loss(a))
         a.step()
     a.save(tmp_path)
-    torch.save(a.model.state_dict(), tmp_path / "model.pt")  # the trainer writes it with save_pretrained
+    write_weights(tmp_path, a.model.state_dict())  # what the trainer's save_pretrained writes
     b = engine(seed=1)
     b.load(tmp_path)
     assert all(torch.equal(v, a.model.state_dict()[k]) for k, v in b.model.state_dict().items())

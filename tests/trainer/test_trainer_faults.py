@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from ofa.errors import CheckpointError
-from ofa.serialization import read_torch_file, verify_manifest
+from ofa.serialization import read_torch_file, read_weights, verify_manifest
 from ofa.trainer.checkpoint import CheckpointManager
 
 STEPS = 12
@@ -86,7 +86,7 @@ def check_latest_loads(root: Path) -> int | None:
     directory = root / pointer.read_text().strip()
     assert directory.is_dir(), f"latest names {directory.name}, which does not exist"
     assert verify_manifest(directory, required=True)
-    weights = read_torch_file(directory / "model.pt")
+    weights = read_weights(directory)
     assert weights and all(isinstance(v, torch.Tensor) for v in weights.values())
     state = read_torch_file(directory / "trainer_state.pt")
     assert CheckpointManager.resolve(root.parent) == directory
@@ -95,7 +95,7 @@ def check_latest_loads(root: Path) -> int | None:
 
 def final_state(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[int, float]]:
     final = out / "checkpoints" / f"step_{STEPS:08d}"
-    weights = read_torch_file(final / "model.pt")
+    weights = read_weights(final)
     state = read_torch_file(final / "trainer_state.pt")
     assert state["step"] == STEPS
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -160,14 +160,14 @@ def test_sigkills_during_training_and_saves_lose_nothing(world: Path, tokenizer_
 
     # The newest checkpoint damaged: truncated, or one byte flipped; resuming falls back to the one before it.
     newest, previous = root / f"step_{STEPS:08d}", root / f"step_{STEPS - 1:08d}"
-    model = newest / "model.pt"
+    model = newest / "model.safetensors"
     intact = model.read_bytes()
     flipped = bytearray(intact)
     flipped[len(intact) // 2] ^= 0x01
     for damaged in (intact[: len(intact) // 3], bytes(flipped)):
         model.write_bytes(damaged)
         assert CheckpointManager.resolve(killed) == previous
-        with pytest.raises(CheckpointError, match="model.pt"):
+        with pytest.raises(CheckpointError, match="model.safetensors"):
             verify_manifest(newest)
     model.write_bytes(intact)
     assert CheckpointManager.resolve(killed) == newest

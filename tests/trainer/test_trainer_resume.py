@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ofa.serialization import read_weights
+
 STEPS = 8
 
 
@@ -59,7 +61,7 @@ def kill_after_first_checkpoint(cmd: list[str], out: Path) -> None:
 
 def load_final(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, float]]:
     final = out / "checkpoints" / f"step_{STEPS:08d}"
-    weights = torch.load(final / "model.pt", weights_only=True)
+    weights = read_weights(final)
     state = torch.load(final / "trainer_state.pt", weights_only=False)
     assert state["step"] == STEPS
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -86,7 +88,7 @@ def check_resume(world: Path, tokenizer_dir: Path, tmp_path: Path, *extra: str) 
     assert sorted(losses_b) == list(range(1, STEPS + 1))
     assert all(abs(losses_a[s] - losses_b[s]) <= 1e-6 for s in losses_a), (losses_a, losses_b)
     # the interrupted run really trained on: its final weights are not the checkpoint it resumed from
-    start = torch.load(killed / "checkpoints" / f"step_{STEPS - 2:08d}" / "model.pt", weights_only=True)
+    start = read_weights(killed / "checkpoints" / f"step_{STEPS - 2:08d}")
     assert max_diff(start, weights_b) > 1e-4
 
 

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 
 from ofa.errors import CheckpointError, ConfigError
@@ -46,11 +47,13 @@ def test_the_trainers_own_files_load_weights_only(make_config) -> None:
     trainer = _run(make_config)
     checkpoint = trainer.checkpoints.latest()
     assert checkpoint is not None and checkpoint.name == "step_00000002"
-    for name in ("trainer_state.pt", "rng_rank0.pt", "engine.pt", "model.pt"):
+    for name in ("trainer_state.pt", "rng_rank0.pt", "engine.pt"):
         torch.load(checkpoint / name, weights_only=True)  # raises on any pickled object
+    assert not (checkpoint / "model.pt").exists()  # the weights are safetensors: no pickle at all
+    safetensors.torch.load_file(checkpoint / "model.safetensors")
     assert verify_manifest(checkpoint)
     listed = json.loads((checkpoint / MANIFEST_NAME).read_text())["files"]
-    assert {"trainer_state.pt", "rng_rank0.pt", "engine.pt", "model.pt", "config.json"} <= set(listed)
+    assert {"trainer_state.pt", "rng_rank0.pt", "engine.pt", "model.safetensors", "config.json"} <= set(listed)
 
 
 def test_rng_states_round_trip_through_plain_containers() -> None:
@@ -138,8 +141,8 @@ def _flip(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damage, name", [(_truncate, "model.pt"), (_truncate, "trainer_state.pt"),
-                                          (_flip, "engine.pt"), (_flip, "model.pt")])
+@pytest.mark.parametrize("damage, name", [(_truncate, "model.safetensors"), (_truncate, "trainer_state.pt"),
+                                          (_flip, "engine.pt"), (_flip, "model.safetensors")])
 def test_resume_falls_back_from_a_damaged_latest_checkpoint(make_config, caplog, damage, name) -> None:
     trainer = _run(make_config, steps=3)
     root = trainer.output_dir / "checkpoints"

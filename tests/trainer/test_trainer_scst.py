@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from ofa.serialization import read_weights
 from ofa.trainer import Trainer, TrainerConfig
 
 
@@ -44,7 +45,7 @@ def test_scst_stage2(make_config, stage1: Path, tmp_path: Path, monkeypatch: pyt
                          valid_max_examples=2)
     trainer = Trainer(config, progress=False)
     start = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-    stage1_weights = torch.load(stage1 / "model.pt", weights_only=True)
+    stage1_weights = read_weights(stage1)
     assert all(torch.equal(start[k], stage1_weights[k]) for k in stage1_weights)
     valid = trainer.train()
 
@@ -75,7 +76,7 @@ def test_scst_from_init_checkpoint(make_config, stage1: Path, tmp_path: Path) ->
                          scst_beam_size=3, scst_max_len=8, micro_batch_size=2, grad_accum=1, max_steps=1,
                          valid_data=None)
     trainer = Trainer(config, progress=False)
-    stage1_weights = torch.load(stage1 / "model.pt", weights_only=True)
+    stage1_weights = read_weights(stage1)
     assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in stage1_weights.items())
     stats: dict[str, Any] | None = trainer.train_step()
     assert stats is not None and "scst_cider" in stats and stats["ntokens"] > 0

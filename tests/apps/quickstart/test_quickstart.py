@@ -28,7 +28,7 @@ def test_short_quickstart_beats_baselines(tmp_path):
     for name in ("curve.png", "gallery.png"):
         with Image.open(tmp_path / "qs" / name) as image:
             assert image.size[0] > 100 and image.size[1] > 100
-    assert (tmp_path / "qs" / "checkpoint" / "model.pt").is_file()
+    assert (tmp_path / "qs" / "checkpoint" / "model.safetensors").is_file()
     assert (tmp_path / "qs" / "checkpoint" / "tokenizer_config.json").is_file()
 
 

@@ -36,7 +36,7 @@ def test_short_pretraining_transfers(tmp_path):
     for name in ("transfer.png", "infilling.png"):
         with Image.open(tmp_path / "qp" / name) as image:
             assert image.size[0] > 100 and image.size[1] > 100
-    assert (tmp_path / "qp" / "pretrained" / "model.pt").is_file()
+    assert (tmp_path / "qp" / "pretrained" / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize("kwargs, words", [
