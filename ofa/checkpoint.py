@@ -30,6 +30,7 @@ import torch
 from ofa.builders import build_ofa
 from ofa.config import OFAConfig, ResNetConfig, with_overrides
 from ofa.errors import CheckpointError, ConfigError
+from ofa.hub import is_hub_id, resolve_source
 from ofa.nn.rel_pos import decoder_image_position_ids, image_bucket_index, token_rel_positions
 from ofa.serialization import (
     CONFIG_NAME,
@@ -459,6 +460,9 @@ def load_checkpoint(
     dtype: torch.dtype | None = None,
     attention_backend: str = "sdpa",
     strict: bool = True,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    token: str | bool | None = None,
     **overrides: Any,
 ) -> Any:
     """Load an OFA model from an official fairseq checkpoint, an HF-format port, or our own directory.
@@ -466,13 +470,16 @@ def load_checkpoint(
     Args:
         path: a ``.pt`` file (fairseq or bare state dict) or a directory (ours: ``config.json`` +
             ``model.safetensors``, sharded or not, or the older ``model.pt``; HF: ``config.json`` +
-            ``pytorch_model.bin`` or ``model.safetensors``).
+            ``pytorch_model.bin`` or ``model.safetensors``), or a Hugging Face Hub id such as
+            ``"OFA-Sys/ofa-base"`` (needs the ``hub`` extra; see :mod:`ofa.hub`).
         trust_pickle: unpickle arbitrary objects (runs code from the file). Off by default: official files load
             without it.
         map_location: device the tensors are read to.
         dtype: cast the model to this dtype after loading (default: keep fp32).
         attention_backend: attention backend of the returned model.
         strict: raise on missing/unexpected/mis-shaped keys (the default; turn off only to inspect a file).
+        revision, cache_dir, token: for Hub ids: the branch/tag/commit, the cache folder, the access token
+            (defaults: ``main``, then ``huggingface_hub``'s own environment: ``HF_HUB_CACHE``, ``HF_TOKEN``).
         **overrides: config fields that shapes cannot tell, e.g. ``dropout=0.0``; unknown keys raise.
 
     Returns:
@@ -481,7 +488,15 @@ def load_checkpoint(
     Raises:
         CheckpointError: unreadable, truncated or foreign file; weights that do not fit the architecture.
     """
-    state, stored, fmt = read_checkpoint(path, trust_pickle=trust_pickle, map_location=map_location)
+    source = path
+    path = resolve_source(path, revision=revision, cache_dir=cache_dir, token=token)
+    try:
+        state, stored, fmt = read_checkpoint(path, trust_pickle=trust_pickle, map_location=map_location)
+    except CheckpointError as exc:
+        if is_hub_id(source):
+            raise CheckpointError(f"Hub repo {source!r} at revision {revision or 'main'!r} (cached in {str(path)!r}):"
+                                  f" {exc}") from exc
+        raise
     try:
         config = OFAConfig.from_dict(stored["config"]) if fmt == FORMAT_NAME else infer_config(state, stored)
     except ConfigError as exc:

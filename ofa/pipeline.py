@@ -24,14 +24,16 @@ logger = logging.getLogger(__name__)
 
 
 def load_tokenizer(source: Any) -> Any:
-    """An :class:`~ofa.tokenization.OFATokenizer`, or a directory with its files (``save_pretrained`` output or
-    ``encoder.json`` + ``vocab.bpe`` + ``dict.txt``)."""
+    """An :class:`~ofa.tokenization.OFATokenizer`, or a directory with its files (``save_pretrained`` output,
+    ``encoder.json`` + ``vocab.bpe`` + ``dict.txt``, or the HF port's ``vocab.json`` + ``merges.txt``), or a Hub
+    id whose snapshot holds them."""
     # import cost: `import ofa` loads this module; torch and the tasks load on first use
+    from ofa.hub import resolve_source
     from ofa.tokenization import OFATokenizer
 
     if isinstance(source, OFATokenizer):
         return source
-    path = Path(source)
+    path = resolve_source(source)
     if (path / "tokenizer_config.json").is_file():
         return OFATokenizer.from_pretrained(path)
     return OFATokenizer.from_files(path)
@@ -260,21 +262,28 @@ def _check_user_text(text: Any, index: int, n: int) -> None:
 
 def pipeline(task: str | Task, model: Any, tokenizer: Any = None, *, batch_size: int = 8,
              device: torch.device | str | None = None, progress: bool | None = None, literal_text: bool = True,
-             dtype: torch.dtype | None = None, **task_options: Any) -> Pipeline:
+             dtype: torch.dtype | None = None, revision: str | None = None, **task_options: Any) -> Pipeline:
     """Build a :class:`Pipeline`.
 
     Args:
         task: a registered task name (``"caption"``, ``"refcoco"``, a plugin's name, ...) or a task object.
-        model: an :class:`~ofa.model.OFAModel` or a checkpoint path.
-        tokenizer: a tokenizer or a directory; default: the checkpoint directory when ``model`` is a path.
+        model: an :class:`~ofa.model.OFAModel`, a checkpoint path, or a Hugging Face Hub id
+            (``"OFA-Sys/ofa-base"``; the ``hub`` extra).
+        tokenizer: a tokenizer or a directory; default: the checkpoint directory when ``model`` is a path or id.
         literal_text: see :class:`Pipeline` (user text never becomes special tokens unless this is False).
         dtype: cast the model to this dtype (``torch.bfloat16`` for the bf16 path).
+        revision: the branch, tag or commit when ``model`` is a Hub id.
         **task_options: passed to the task's constructor (e.g. ``candidates=[...]`` for VQA).
     """
     # import cost: `import ofa` loads this module; torch and the tasks load on first use
     from ofa.tasks import get_task
 
     task_obj = get_task(task, **task_options) if isinstance(task, str) else task
+    if isinstance(model, (str, os.PathLike)):
+        # import cost: `import ofa` loads this module; the hub resolver loads on first use
+        from ofa.hub import resolve_source
+
+        model = resolve_source(model, revision=revision)
     if tokenizer is None:
         if isinstance(model, (str, os.PathLike)) and Path(model).is_dir():
             tokenizer = model

@@ -4,6 +4,7 @@ image files."""
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from typing import Any, Callable
@@ -140,3 +141,66 @@ def free_port() -> Callable[[], int]:
     """``free_port()``: a TCP port nobody listens on now (for MASTER_PORT / ``--master_port``); test modules
     cannot import this conftest by name under importlib mode."""
     return _free_port
+
+
+
+# -- HF-format ports (spec §7.4) --------------------------------------------------------------------------------
+def _to_hf_names(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """fairseq -> HF key names, as the OFA-Sys port renames them (spec §7.4; ``*.version`` dropped)."""
+    renamed = {}
+    for key, value in state.items():
+        if key in ("encoder.version", "decoder.version"):
+            continue
+        if key.startswith("decoder."):
+            for old, new in ((".self_attn_ln.", ".self_attn_mid_layer_norm."),
+                             (".ffn_layernorm.", ".ffn_layer_norm."),
+                             (".cross_attn_ln.", ".cross_attn_mid_layer_norm."),
+                             (".encoder_attn.", ".cross_attn."),
+                             (".encoder_attn_layer_norm.", ".cross_attn_layer_norm.")):
+                key = key.replace(old, new)
+        else:
+            for old, new in ((".ffn_layernorm.", ".ffn_layer_norm."), (".attn_ln.", ".self_attn_mid_layer_norm.")):
+                key = key.replace(old, new)
+        renamed[prefix + key] = value
+    return renamed
+
+
+def _hf_config(config: Any, **changes: Any) -> dict[str, Any]:
+    hf = {"architectures": ["OFAModel"], "model_type": "ofa", "vocab_size": config.vocab_size,
+          "d_model": config.embed_dim, "encoder_layers": config.encoder_layers,
+          "decoder_layers": config.decoder_layers, "encoder_attention_heads": config.num_heads,
+          "decoder_attention_heads": config.num_heads, "encoder_ffn_dim": config.ffn_dim,
+          "decoder_ffn_dim": config.ffn_dim, "normformer": True, "attn_scale_factor": 2.0, "dropout": 0.0,
+          "token_bucket_size": 256, "image_bucket_size": 42, "code_image_size": 128, "pad_token_id": 1,
+          "bos_token_id": 0, "eos_token_id": 2, "decoder_start_token_id": 0, "scale_embedding": False}
+    hf.update(changes)
+    return hf
+
+
+def _write_hf_port(directory: Path, model: Any, tok: Any) -> Path:
+    """An HF-format port of ``model`` as the OFA-Sys hub repos lay it out: ``config.json``, ``pytorch_model.bin``
+    (HF key names) and BART-style ``vocab.json`` + ``merges.txt`` whose ids are the dictionary's (no dict.txt)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(_hf_config(model.config)))
+    torch.save(_to_hf_names(dict(model.state_dict())), directory / "pytorch_model.bin")
+    token_of = {gpt2_id: token for token, gpt2_id in tok.bpe.encoder.items()}
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for index in range(4, tok.vocab.num_text + 4):
+        vocab[token_of[int(tok.vocab.symbol(index))]] = index
+    vocab["<mask>"] = len(vocab)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in tok.bpe.merges) + "\n")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def hf() -> Any:
+    """HF-port helpers: ``to_hf_names(state, prefix)``, ``config(ofa_config, **changes)`` and
+    ``write_port(directory, model, tok)`` (test modules cannot import this conftest under importlib mode)."""
+
+    class HF:
+        to_hf_names = staticmethod(_to_hf_names)
+        config = staticmethod(_hf_config)
+        write_port = staticmethod(_write_hf_port)
+
+    return HF

@@ -98,47 +98,15 @@ def test_load_options_dtype_backend_and_overrides(test_model: Any, tmp_path: Pat
 
 
 # -- HF-format ports (spec §7.4) --------------------------------------------------------------------------------
-def _to_hf_names(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-    """fairseq -> HF key names, as the OFA-Sys port renames them (spec §7.4; ``*.version`` dropped)."""
-    renamed = {}
-    for key, value in state.items():
-        if key in ("encoder.version", "decoder.version"):
-            continue
-        if key.startswith("decoder."):
-            for old, new in ((".self_attn_ln.", ".self_attn_mid_layer_norm."),
-                             (".ffn_layernorm.", ".ffn_layer_norm."),
-                             (".cross_attn_ln.", ".cross_attn_mid_layer_norm."),
-                             (".encoder_attn.", ".cross_attn."),
-                             (".encoder_attn_layer_norm.", ".cross_attn_layer_norm.")):
-                key = key.replace(old, new)
-        else:
-            for old, new in ((".ffn_layernorm.", ".ffn_layer_norm."), (".attn_ln.", ".self_attn_mid_layer_norm.")):
-                key = key.replace(old, new)
-        renamed[prefix + key] = value
-    return renamed
-
-
-def _hf_config(config: Any, **changes: Any) -> dict[str, Any]:
-    hf = {"architectures": ["OFAModel"], "model_type": "ofa", "vocab_size": config.vocab_size,
-          "d_model": config.embed_dim, "encoder_layers": config.encoder_layers,
-          "decoder_layers": config.decoder_layers, "encoder_attention_heads": config.num_heads,
-          "decoder_attention_heads": config.num_heads, "encoder_ffn_dim": config.ffn_dim,
-          "decoder_ffn_dim": config.ffn_dim, "normformer": True, "attn_scale_factor": 2.0, "dropout": 0.0,
-          "token_bucket_size": 256, "image_bucket_size": 42, "code_image_size": 128, "pad_token_id": 1,
-          "bos_token_id": 0, "eos_token_id": 2, "decoder_start_token_id": 0, "scale_embedding": False}
-    hf.update(changes)
-    return hf
-
-
 @pytest.mark.parametrize("prefix", ["", "model."], ids=["standalone", "wrapped"])
-def test_hf_directory_round_trip(test_model: Any, inputs: dict, tmp_path: Path, prefix: str) -> None:
-    hf_state = _to_hf_names(_official_state(test_model, derived=True), prefix)
+def test_hf_directory_round_trip(test_model: Any, inputs: dict, tmp_path: Path, prefix: str, hf: Any) -> None:
+    hf_state = hf.to_hf_names(_official_state(test_model, derived=True), prefix)
     assert prefix + "decoder.layers.0.cross_attn.q_proj.weight" in hf_state
     assert prefix + "decoder.layers.1.cross_attn_layer_norm.bias" in hf_state
     assert prefix + "encoder.layers.0.self_attn_mid_layer_norm.weight" in hf_state
     assert prefix + "decoder.layers.0.ffn_layer_norm.weight" in hf_state
     assert not any("encoder_attn" in k or "ffn_layernorm" in k or k.endswith(".version") for k in hf_state)
-    (tmp_path / "config.json").write_text(json.dumps(_hf_config(test_model.config)))
+    (tmp_path / "config.json").write_text(json.dumps(hf.config(test_model.config)))
     torch.save(hf_state, tmp_path / "pytorch_model.bin")
     assert read_checkpoint(tmp_path)[2] == "hf"
     loaded = ofa.load_checkpoint(tmp_path)
@@ -146,16 +114,16 @@ def test_hf_directory_round_trip(test_model: Any, inputs: dict, tmp_path: Path, 
     assert torch.equal(_logits(loaded, inputs), _logits(test_model, inputs))
 
 
-def test_hf_state_dict_file_is_recognised(test_model: Any, inputs: dict, tmp_path: Path) -> None:
+def test_hf_state_dict_file_is_recognised(test_model: Any, inputs: dict, tmp_path: Path, hf: Any) -> None:
     path = tmp_path / "ofa_hf.pt"
-    torch.save(_to_hf_names(_official_state(test_model), "model."), path)
+    torch.save(hf.to_hf_names(_official_state(test_model), "model."), path)
     assert read_checkpoint(path)[2] == "hf"
     assert torch.equal(_logits(ofa.load_checkpoint(path), inputs), _logits(test_model, inputs))
 
 
-def test_hf_config_contradicting_shapes_raises(test_model: Any, tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps(_hf_config(test_model.config, encoder_attention_heads=8)))
-    torch.save(_to_hf_names(_official_state(test_model)), tmp_path / "pytorch_model.bin")
+def test_hf_config_contradicting_shapes_raises(test_model: Any, tmp_path: Path, hf: Any) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(hf.config(test_model.config, encoder_attention_heads=8)))
+    torch.save(hf.to_hf_names(_official_state(test_model)), tmp_path / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="encoder_attention_heads=8"):
         ofa.load_checkpoint(tmp_path)
 

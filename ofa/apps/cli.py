@@ -271,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--task", required=True, help="task name (see `ofa tasks`)")
-        p.add_argument("--checkpoint", required=True, help="checkpoint file or directory")
+        p.add_argument("--checkpoint", required=True,
+                       help="checkpoint file or directory, or a Hugging Face Hub id such as OFA-Sys/ofa-base")
+        p.add_argument("--revision", help="branch, tag or commit of a Hub id (default main)")
         p.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint directory)")
         p.add_argument("--batch-size", type=int, default=8)
         p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
@@ -344,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate-image", help="text-to-image: sample code grids, decode them with a VQGAN, "
                        "rerank, write PNGs (best first) and print one JSON line per prompt")
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="the captions to draw")
-    p.add_argument("--checkpoint", required=True, help="model checkpoint (file or directory)")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (file or directory, or a Hub id)")
+    p.add_argument("--revision", help="branch, tag or commit of a Hub id (default main)")
     p.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint directory)")
     p.add_argument("--vqgan", required=True, help="VQGAN folder (save_pretrained) or taming checkpoint")
     p.add_argument("--num", type=int, default=4, help="samples per prompt (default 4; OFA draws 24)")
@@ -414,6 +417,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ofa.errors import OFAError
 
     try:
+        if getattr(args, "checkpoint", None) is not None:  # a Hub id becomes its local snapshot folder, once
+            # import cost: a subcommand loads only what it runs
+            from ofa.hub import resolve_source
+
+            args.checkpoint = str(resolve_source(args.checkpoint, revision=args.revision))
         return int(args.func(args) or 0)
     except OFAError as exc:
         print(f"ofa {args.command}: error: {exc}", file=sys.stderr)

@@ -123,7 +123,8 @@ class OFATokenizer:
         num_bins: int = 1000,
         max_text_symbols: int | None = None,
     ) -> OFATokenizer:
-        """Loads ``encoder.json`` + ``vocab.bpe`` (or ``vocab.json`` + ``merges.txt``) and ``dict.txt``.
+        """Loads ``encoder.json`` + ``vocab.bpe`` (or ``vocab.json`` + ``merges.txt``) and ``dict.txt``; or the HF
+        port's ``vocab.json`` + ``merges.txt`` alone, whose ids are already the dictionary's.
 
         Args:
             directory: Folder holding the files (e.g. the reference ``utils/BPE``).
@@ -140,6 +141,9 @@ class OFATokenizer:
         d = Path(directory)
         found = _find_bpe_files(d)
         dict_path = d / _DICT_FILE
+        if found is not None and found[0].name == "vocab.json" and not dict_path.is_file():
+            return cls._from_hf_files(*found, num_codes=num_codes, num_bins=num_bins,
+                                      max_text_symbols=max_text_symbols)
         if found is None or not dict_path.is_file():
             pairs = " or ".join(f"{a} + {b}" for a, b in _BPE_FILE_PAIRS)
             raise TokenizationError(
@@ -148,6 +152,36 @@ class OFATokenizer:
         bpe = ByteLevelBPE.from_files(*found)
         vocab = UnifiedVocab.from_dict_file(dict_path, num_codes, num_bins, max_text_symbols)
         logger.debug("loaded tokenizer from %s: %r, %r", d, bpe, vocab)
+        return cls(bpe, vocab)
+
+    @classmethod
+    def _from_hf_files(cls, vocab_json: Path, merges: Path, *, num_codes: int, num_bins: int,
+                       max_text_symbols: int | None) -> OFATokenizer:
+        """The HF port's BART-style files (spec §7.4): ``vocab.json`` maps BPE tokens straight to the final ids
+        (``<s> <pad> </s> <unk>`` = 0..3, text, ``<mask>`` last), so the dictionary is the identity on 4..mask-1."""
+        try:
+            table = json.loads(vocab_json.read_text(encoding="utf-8"))
+            ids = {str(k): int(v) for k, v in table.items()}
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as err:
+            raise TokenizationError(f"{str(vocab_json)!r} is not a JSON object of token ids: {err}") from None
+        specials = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+        mask = ids.get("<mask>")
+        if any(ids.get(k) != v for k, v in specials.items()) or mask is None or mask != max(ids.values()):
+            raise TokenizationError(
+                f"{str(vocab_json)!r} has no dict.txt beside it and is not a BART-style vocabulary (<s>, <pad>, "
+                f"</s>, <unk> = 0..3 and <mask> the largest id); found {({k: ids.get(k) for k in specials})}, "
+                f"<mask>={mask}")
+        text = [str(i) for i in range(4, mask)]
+        if max_text_symbols is not None:
+            text = text[:max_text_symbols]
+        if not merges.is_file():
+            raise TokenizationError(f"BPE file {str(merges)!r} does not exist")
+        # the BPE maps tokens to these ids; the specials are the vocabulary's, never produced from text
+        table = {k: v for k, v in ids.items() if k not in specials and k != "<mask>"}
+        bpe = ByteLevelBPE.from_strings(json.dumps(table), merges.read_text(encoding="utf-8"),
+                                        source=f"{vocab_json} + {merges}")
+        vocab = UnifiedVocab(text, num_codes=num_codes, num_bins=num_bins)
+        logger.debug("loaded an HF-format tokenizer from %s: %r, %r", vocab_json.parent, bpe, vocab)
         return cls(bpe, vocab)
 
     @classmethod
