@@ -77,9 +77,68 @@ def _model(args: argparse.Namespace) -> Any:
     return load_checkpoint(args.checkpoint, trust_pickle=args.trust_pickle, dtype=getattr(torch, dtype_name))
 
 
+def _examples(args: argparse.Namespace, task: Any) -> tuple[list[Any], int]:
+    """The examples of ``--data`` and the number of bad rows skipped."""
+    # import cost: a subcommand loads only what it runs
+    from ofa.evaluation import read_examples
+
+    bad_rows: list[tuple[int, str]] = []
+    examples = read_examples(args.data, task, fmt=args.format, image_root=args.image_root,
+                             max_bad_rows=args.max_bad_rows, max_bad_fraction=args.max_bad_fraction,
+                             limit=args.limit, bad_rows=bad_rows)
+    return examples, len(bad_rows)
+
+
+def _distributed() -> Any:
+    """Join the process group torchrun / the DeepSpeed launcher describe in the environment (none: one process)."""
+    # import cost: a subcommand loads only what it runs
+    from ofa.trainer.distributed import init_distributed
+
+    return init_distributed()
+
+
+def _predict_data(args: argparse.Namespace) -> int:
+    """``ofa predict --data``: each rank predicts its shard of the file; ``--out`` gets one JSONL per rank, merged
+    in input order into ``predictions.jsonl`` by rank 0."""
+    # import cost: a subcommand loads only what it runs
+    import torch.distributed as dist
+
+    # import cost: a subcommand loads only what it runs
+    from ofa.errors import ConfigError
+    from ofa.evaluation import merge_prediction_shards, shard_bounds, write_prediction_shard
+    from ofa.pipeline import Pipeline
+
+    if args.images or args.text or args.field or args.draw:
+        raise ConfigError("--data replaces image files, --text, --field and --draw; give one or the other")
+    info = _distributed()
+    if info.world_size > 1 and not args.out:
+        raise ConfigError(f"{info.world_size} processes need --out DIR (each writes its shard, rank 0 merges them)")
+    task = _task(args)
+    examples, bad = _examples(args, task)
+    runner = Pipeline(task, _model(args), args.tokenizer or args.checkpoint, batch_size=args.batch_size,
+                      literal_text=False, device=info.device, progress=None if info.is_main else False)
+    start, end = shard_bounds(len(examples), info.rank, info.world_size)
+    predictions = runner.predict_examples(examples[start:end])
+    if not args.out:
+        for index, prediction in enumerate(predictions):
+            print(json.dumps({"index": index, **prediction.to_dict()}, default=str), flush=True)
+        return 0
+    write_prediction_shard(args.out, predictions, start, info.rank, info.world_size)
+    if info.world_size > 1:
+        dist.barrier()
+    if info.is_main:
+        merged = merge_prediction_shards(args.out, expected=len(examples))
+        print(json.dumps({"task": task.name, "examples": len(examples), "bad_rows": bad, "processes":
+                          info.world_size, "predictions": str(merged)}, indent=2))
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     # import cost: a subcommand loads only what it runs
     from ofa.pipeline import Pipeline
+
+    if args.data:
+        return _predict_data(args)
 
     draw_dir = Path(args.draw) if args.draw else None
     if draw_dir is not None and draw_dir.exists() and not draw_dir.is_dir():  # checked before any work
@@ -128,17 +187,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     # import cost: a subcommand loads only what it runs
-    from ofa.evaluation import evaluate, read_examples
+    from ofa.evaluation import evaluate
 
+    info = _distributed()
     task = _task(args)
-    bad_rows: list[tuple[int, str]] = []
-    examples = read_examples(args.data, task, fmt=args.format, image_root=args.image_root,
-                             max_bad_rows=args.max_bad_rows, max_bad_fraction=args.max_bad_fraction,
-                             limit=args.limit, bad_rows=bad_rows)
+    examples, bad = _examples(args, task)
     metrics, _ = evaluate(task, _model(args), args.tokenizer or args.checkpoint, examples,
-                          batch_size=args.batch_size)
-    print(json.dumps({"task": task.name, "examples": len(examples), "bad_rows": len(bad_rows), **metrics},
-                     indent=2))
+                          batch_size=args.batch_size, device=info.device)
+    if info.is_main:
+        print(json.dumps({"task": task.name, "examples": len(examples), "bad_rows": bad, **metrics}, indent=2))
     return 0
 
 
@@ -263,6 +320,8 @@ def _cmd_encode_images(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ofa", description="OFA: unified multimodal seq2seq models")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    # the DeepSpeed launcher passes --local_rank; the rank is read from the environment (LOCAL_RANK) anyway
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("tasks", help="list the installed tasks and their distributions")
@@ -286,7 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="compute dtype of the model (default fp32; bf16 is fast only on CPUs with bf16 "
                             "instructions, and on GPUs)")
 
-    p = sub.add_parser("predict", help="predict for image files; prints one JSON line per input")
+    def data_options(p: argparse.ArgumentParser, required: bool) -> None:
+        p.add_argument("--data", required=required, help="TSV (OFA layout) or JSONL file" +
+                       ("" if required else " to predict for instead of image files"))
+        p.add_argument("--format", choices=["tsv", "jsonl"], help="default: from the file extension")
+        p.add_argument("--image-root", help="directory that JSONL image paths are relative to")
+        p.add_argument("--limit", type=int, help="only the first N examples")
+        p.add_argument("--max-bad-rows", type=int, default=100)
+        p.add_argument("--max-bad-fraction", type=float, default=0.5,
+                       help="fail (exit 2) when more than this fraction of the rows cannot be read (default 0.5)")
+
+    p = sub.add_parser("predict", help="predict for image files (or a --data file); prints one JSON line per "
+                       "input")
     common(p)
     p.add_argument("images", nargs="*", help="image files")
     # Repeated rather than nargs="+", which would swallow the image paths that follow it.
@@ -296,17 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an example field shared by all inputs, e.g. -f region=10,20,200,180 (region_caption) "
                    "or -f premise='a dog runs' (snli_ve); values parsed as JSON when possible")
     p.add_argument("--draw", help="directory to write each image with its prediction drawn on it")
+    data_options(p, required=False)
+    p.add_argument("--out", help="with --data: directory for predictions.jsonl (one shard per process, merged in "
+                   "input order); required with several processes")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("evaluate", help="score a task on a TSV/JSONL file; prints metrics as JSON")
+    p = sub.add_parser("evaluate", help="score a task on a TSV/JSONL file; prints metrics as JSON (under torchrun "
+                       "or the DeepSpeed launcher the examples are sharded across the processes)")
     common(p)
-    p.add_argument("--data", required=True, help="TSV (OFA layout) or JSONL file")
-    p.add_argument("--format", choices=["tsv", "jsonl"], help="default: from the file extension")
-    p.add_argument("--image-root", help="directory that JSONL image paths are relative to")
-    p.add_argument("--limit", type=int, help="evaluate only the first N examples")
-    p.add_argument("--max-bad-rows", type=int, default=100)
-    p.add_argument("--max-bad-fraction", type=float, default=0.5,
-                   help="fail (exit 2) when more than this fraction of the rows cannot be read (default 0.5)")
+    data_options(p, required=True)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("quickstart", help="generate a synthetic world, train a small OFA on it on the CPU, "
