@@ -199,6 +199,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import litserve  # noqa: F401  # optional dependency: the `serve` extra
+    except ImportError:
+        # import cost: a subcommand loads only what it runs
+        from ofa.errors import ConfigError
+
+        raise ConfigError("ofa serve needs LitServe: pip install 'ofa-unified[serve]'") from None
+    # import cost: a subcommand loads only what it runs
+    from ofa.apps.serve import build_server
+
+    options = _options(args.option)
+    if args.candidates:
+        options["candidates"] = [line.strip() for line in Path(args.candidates).read_text().splitlines()
+                                 if line.strip()]
+    _task(args)  # an unknown task or bad option fails here, before any worker starts
+    server = build_server(args.task, args.checkpoint, args.tokenizer, max_batch_size=args.max_batch_size,
+                          batch_timeout=args.batch_timeout, workers_per_device=args.workers, task_options=options,
+                          log_level=logging.INFO if args.verbose else logging.WARNING)
+    server.run(host=args.host, port=args.port, generate_client_file=False,
+               log_level="info" if args.verbose else "warning")
+    return 0
+
+
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     # import cost: a subcommand loads only what it runs
     from ofa.apps.quickstart import QuickstartConfig, run_quickstart
@@ -376,6 +400,23 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     data_options(p, required=True)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("serve", help="serve a task over HTTP (LitServe, dynamic batching): POST /predict with "
+                       '{"image": base64, "text": ..., "fields": {...}}')
+    p.add_argument("--task", required=True, help="task name, e.g. caption, refcoco, vqa_gen")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file or directory, or a Hub id")
+    p.add_argument("--revision", help="branch, tag or commit of a Hub id (default main)")
+    p.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint directory)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="task option, e.g. -o beam_size=3 (values parsed as JSON when possible)")
+    p.add_argument("--candidates", help="file with one candidate answer per line (VQA and the like)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch-size", type=int, default=8, help="most requests predicted together (default 8)")
+    p.add_argument("--batch-timeout", type=float, default=0.01,
+                   help="seconds a batch waits to fill before it runs (default 0.01)")
+    p.add_argument("--workers", type=int, default=1, help="model worker processes per device (default 1)")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("quickstart", help="generate a synthetic world, train a small OFA on it on the CPU, "
                        "evaluate, and write metrics, plots and a checkpoint")
