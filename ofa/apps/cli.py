@@ -199,6 +199,60 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    # import cost: a subcommand loads only what it runs
+    import time
+
+    # import cost: a subcommand loads only what it runs
+    from ofa.checkpoint import load_checkpoint
+    from ofa.export import export_model
+
+    if args.format == "onnx":
+        try:
+            import onnx  # noqa: F401  # optional dependency: the `export` extra
+            import onnxscript  # noqa: F401  # optional dependency: the `export` extra
+        except ImportError:
+            # import cost: a subcommand loads only what it runs
+            from ofa.errors import ConfigError
+
+            raise ConfigError("ONNX export needs onnx and onnxscript: pip install 'ofa-unified[export]'") from None
+    start = time.perf_counter()
+    model = load_checkpoint(args.checkpoint, trust_pickle=args.trust_pickle)
+    out = export_model(model, args.out, format=args.format, image_size=args.image_size)
+    tokenizer = Path(args.tokenizer or args.checkpoint)
+    if tokenizer.is_dir():  # the export directory is self-contained when the tokenizer files are at hand
+        # import cost: a subcommand loads only what it runs
+        from ofa.errors import TokenizationError
+        from ofa.pipeline import load_tokenizer
+
+        try:
+            load_tokenizer(tokenizer).save_pretrained(out)
+        except TokenizationError:
+            pass  # a checkpoint without tokenizer files: the export is still complete
+    print(json.dumps({"format": args.format, "out": str(out), "files": sorted(p.name for p in out.iterdir()),
+                      "seconds": round(time.perf_counter() - start, 1)}, indent=2))
+    return 0
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``kill``, a process manager) shuts the server down as Ctrl-C does: LitServe then stops its worker
+    and API processes instead of leaving them orphaned. Forked children keep the default (terminate) behaviour."""
+    # import cost: a subcommand loads only what it runs
+    import os
+    import signal
+
+    main_pid = os.getpid()
+
+    def stop(signum: int, frame: Any) -> None:
+        if os.getpid() != main_pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         import litserve  # noqa: F401  # optional dependency: the `serve` extra
@@ -215,6 +269,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         options["candidates"] = [line.strip() for line in Path(args.candidates).read_text().splitlines()
                                  if line.strip()]
     _task(args)  # an unknown task or bad option fails here, before any worker starts
+    _stop_on_sigterm()
     server = build_server(args.task, args.checkpoint, args.tokenizer, max_batch_size=args.max_batch_size,
                           batch_timeout=args.batch_timeout, workers_per_device=args.workers, task_options=options,
                           log_level=logging.INFO if args.verbose else logging.WARNING)
@@ -400,6 +455,18 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     data_options(p, required=True)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("export", help="export the encoder and the incremental decoder step (KV cache as explicit "
+                       "inputs/outputs, dynamic batch and length) to ONNX or torch.export")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file or directory, or a Hub id")
+    p.add_argument("--revision", help="branch, tag or commit of a Hub id (default main)")
+    p.add_argument("--tokenizer", help="tokenizer directory copied into the export (default: the checkpoint's)")
+    p.add_argument("--format", choices=["onnx", "torch-export"], default="onnx")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--image-size", type=int, help="side of the tracing example images (default: the config's)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="unpickle a checkpoint holding objects other than tensors (only for files you trust)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("serve", help="serve a task over HTTP (LitServe, dynamic batching): POST /predict with "
                        '{"image": base64, "text": ..., "fields": {...}}')

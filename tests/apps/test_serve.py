@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -57,6 +59,18 @@ def _wait_healthy(port: int, proc: subprocess.Popen[str], timeout: float = 180.0
     raise AssertionError(f"the server on port {port} was not healthy after {timeout} s")
 
 
+def _wait_group_empty(group: int, timeout: float = 30.0) -> bool:
+    """Wait for every process of ``group`` to exit; True when some are still alive after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, small_model: Any, tok: Any) -> Path:
     path = tmp_path_factory.mktemp("serve") / "ck"
@@ -79,9 +93,11 @@ def servers(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         task_options = OPTIONS if task == "caption" else {"image_size": 64, "max_image_size": 64}
         options = [x for k, v in task_options.items() for x in ("-o", f"{k}={v}")]
         log = open(logs / f"{task}.log", "w+")
+        # a session of its own: the server's worker processes share its process group
         proc = subprocess.Popen([sys.executable, "-m", "ofa.apps.cli", "-v", "serve", "--task", task,
                                  "--checkpoint", str(checkpoint), "--port", str(port), "--max-batch-size", "8",
-                                 "--batch-timeout", "0.2", *options], stdout=log, stderr=subprocess.STDOUT, text=True)
+                                 "--batch-timeout", "0.2", *options], stdout=log, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
         running[task] = {"port": port, "proc": proc, "log": log}
     try:
         for server in running.values():
@@ -91,10 +107,12 @@ def servers(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         for server in running.values():
             server["proc"].terminate()
             try:
-                server["proc"].wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server["proc"].kill()
-            server["log"].close()
+                server["proc"].wait(timeout=60)
+            finally:
+                server["left"] = _wait_group_empty(server["proc"].pid)
+                if server["left"]:
+                    os.killpg(server["proc"].pid, signal.SIGKILL)
+                server["log"].close()
 
 
 @pytest.mark.slow
@@ -146,3 +164,24 @@ def test_grounding_returns_a_box_and_refuses_a_missing_expression(servers: dict[
     status, answer = _post(port, {"image": _png(pil_image(2))})  # refcoco needs the expression
     assert status == 422 and answer["detail"]
     assert _post(port, {"image": _png(pil_image(3)), "text": "the circle"})[0] == 200
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_server_and_all_its_processes(checkpoint: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with open(tmp_path / "serve.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "ofa.apps.cli", "serve", "--task", "caption", "--checkpoint",
+                                 str(checkpoint), "--port", str(port), "-o", "image_size=64"], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_healthy(port, proc)
+            proc.terminate()
+            assert proc.wait(timeout=60) is not None
+            assert not _wait_group_empty(proc.pid), "worker processes outlived the server"
+        finally:
+            if _wait_group_empty(proc.pid, timeout=0.1):
+                os.killpg(proc.pid, signal.SIGKILL)
