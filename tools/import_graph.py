@@ -30,6 +30,7 @@ FLOORS: list[list[str]] = [
     ["ofa.builders"],
     ["ofa.checkpoint"],
     ["ofa.generation"],
+    ["ofa.export"],
     ["ofa.data"],
     ["ofa.vqgan"],
     ["ofa.tasks"],

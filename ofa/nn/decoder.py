@@ -262,6 +262,7 @@ class OFADecoder(nn.Module):
         return_states: bool = False,
         return_cross_attention: bool = False,
         project: bool = True,
+        modes: list[bool] | None = None,
     ) -> DecoderOutput:
         """Decode ``t`` new tokens per row after the ``cache.length`` tokens already fed (0 without cache).
 
@@ -272,6 +273,8 @@ class OFADecoder(nn.Module):
             cache: incremental state, updated in place; None for teacher forcing.
             project: compute the logits; False leaves ``logits`` with an empty vocabulary axis ``[n, t, 0]``
                 (callers that need a few vocabulary rows project ``features`` themselves).
+            modes: the row modes present (``[False]`` text, ``[True]`` codes, or both), when the caller knows
+                them; default: read from ``code_masks`` (a data-dependent branch graph exporters cannot trace).
         """
         n, t = tokens.shape
         past = 0 if cache is None else cache.length
@@ -279,7 +282,7 @@ class OFADecoder(nn.Module):
         device = tokens.device
         b = cross.batch_size
         g = n // b
-        modes = self._modes(code_masks)
+        modes = self._modes(code_masks) if modes is None else modes
         dtype = cross.pos_keys.dtype
 
         # Embedding: text or code LayerNorm per row; no type embedding and no position added to the input.

@@ -199,8 +199,8 @@ class OFAEncoder(nn.Module):
         pad_bias = torch.zeros(padding_mask.shape, dtype=x.dtype, device=device).masked_fill(
             padding_mask, float("-inf"))[:, None, None, :]  # [b, 1, 1, s]
 
-        if padding_mask.any():
-            x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
+        # unconditional (x * 1 is x), so the graph has no data-dependent branch for exporters
+        x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
         states = [x] if return_states else None
         for index, layer in enumerate(self.layers):
             rel = torch.zeros_like(abs_bias if image_index is not None and image_index.dim() == 3 else abs_bias[0])
