@@ -234,6 +234,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401  # optional dependency: the `demo` extra
+    except ImportError:
+        # import cost: a subcommand loads only what it runs
+        from ofa.errors import ConfigError
+
+        raise ConfigError("ofa demo needs gradio: pip install 'ofa-unified[demo]'") from None
+    # import cost: a subcommand loads only what it runs
+    from ofa.apps.demo import build_demo
+
+    demo = build_demo(args.checkpoint, args.tokenizer, options=_options(args.option), device=args.device)
+    demo.launch(server_name=args.host, server_port=args.port, share=False, show_error=True)
+    return 0
+
+
 def _stop_on_sigterm() -> None:
     """SIGTERM (``kill``, a process manager) shuts the server down as Ctrl-C does: LitServe then stops its worker
     and API processes instead of leaving them orphaned. Forked children keep the default (terminate) behaviour."""
@@ -455,6 +471,18 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     data_options(p, required=True)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("demo", help="a web page like OFA's Spaces (gradio): upload an image, pick caption, "
+                       "grounding or VQA, see the answer")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file or directory, or a Hub id")
+    p.add_argument("--revision", help="branch, tag or commit of a Hub id (default main)")
+    p.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint directory)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="[TASK.]KEY=VALUE",
+                   help="task option for every task (image_size=480) or one (refcoco.max_image_size=512)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", help="torch device (default cpu)")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("export", help="export the encoder and the incremental decoder step (KV cache as explicit "
                        "inputs/outputs, dynamic batch and length) to ONNX or torch.export")
