@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+import PIL
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ofa.errors import DataError
 
@@ -44,12 +45,33 @@ def _open_image(data: bytes, what: str) -> Image.Image:
     """Encoded image bytes -> RGB image, fully loaded; ``what`` names the source in errors."""
     try:
         with Image.open(io.BytesIO(data)) as image:
+            _read_ycbcr_tiff_as_pillow_13(image)
             return _to_rgb(_upright(image))
     except Image.DecompressionBombError as err:
         raise DataError(f"{what}: image is too large to decode safely ({err})") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         # PIL reports truncated or corrupt files as OSError/ValueError/SyntaxError depending on the plugin.
         raise DataError(f"{what}: not a readable image ({type(err).__name__}: {err})") from err
+
+
+_PILLOW_MAJOR = int(PIL.__version__.split(".")[0])
+
+
+def _read_ycbcr_tiff_as_pillow_13(image: Image.Image) -> None:
+    """Pillow 12 and older open an uncompressed YCbCr TIFF as RGB with 4-byte ``RGBX`` pixels and then fail
+    ("image file is truncated"); Pillow 13 reads it as YCbCr. gradio (the ``demo`` extra) pins Pillow below 13,
+    so such a file is set up here as Pillow 13 reads it: the same pixels, checked against Pillow 13."""
+    if _PILLOW_MAJOR >= 13 or not isinstance(image, ImageFile.ImageFile) or image.format != "TIFF" \
+            or image.mode != "RGB":
+        return
+    tags = getattr(image, "tag_v2", {})
+    tiles = list(image.tile or [])
+    if tags.get(262) != 6 or tags.get(259, 1) != 1 or not tiles:  # photometric YCbCr, no compression
+        return
+    args = [t.args for t in tiles]
+    if all(t.codec_name == "raw" for t in tiles) and all(isinstance(a, tuple) and a[:1] == ("RGBX",) for a in args):
+        image._mode = "YCbCr"
+        image.tile = [t._replace(args=("YCbCr", *a[1:])) for t, a in zip(tiles, args) if isinstance(a, tuple)]
 
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")

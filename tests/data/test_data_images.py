@@ -187,3 +187,14 @@ def test_palette_with_transparency_and_alpha_are_dropped_not_blended() -> None:
     assert np.asarray(load_image(palette))[0].tolist() == [[10, 20, 30], [200, 100, 50]]
     rgba = Image.new("RGBA", (1, 1), (40, 50, 60, 0))
     assert np.asarray(load_image(rgba))[0, 0].tolist() == [40, 50, 60]  # OFA's convert("RGB")
+
+
+def test_an_uncompressed_ycbcr_tiff_loads_with_its_pixels() -> None:
+    """Pillow 12 (which gradio pins) cannot read these by itself; the loader reads them as Pillow 13 does."""
+    rgb = Image.fromarray(np.random.default_rng(5).integers(0, 256, (9, 13, 3), dtype=np.uint8), "RGB")
+    ycbcr = rgb.convert("YCbCr")
+    buffer = io.BytesIO()
+    ycbcr.save(buffer, format="TIFF")
+    loaded = load_image(buffer.getvalue())
+    assert loaded.size == (13, 9)
+    assert np.array_equal(np.asarray(loaded), np.asarray(ycbcr.convert("RGB")))
