@@ -66,13 +66,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start(checkpoint: Path, max_batch: int, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int]:
+def _start(checkpoint: Path, max_batch: int, args: argparse.Namespace,
+           log: Any) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ofa.apps.cli", "serve", "--task", "caption", "--checkpoint",
+    proc = subprocess.Popen([sys.executable, "-m", "ofa.apps.cli", "-v", "serve", "--task", "caption", "--checkpoint",
                              str(checkpoint), "--port", str(port), "--max-batch-size", str(max_batch),
                              "--batch-timeout", "0.02", "-o", f"image_size={args.image_size}",
                              "-o", f"beam_size={args.beam_size}", "-o", "max_len=16"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
@@ -125,12 +126,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = _prepare(Path(tmp))
         for name, max_batch in (("batched", 16), ("one_at_a_time", 1)):
-            proc, port = _start(checkpoint, max_batch, args)
-            try:
-                results[name] = {str(c): _load(port, images, c) for c in (1, 4, 16)}
-            finally:
-                proc.terminate()
-                proc.wait(timeout=60)
+            log_path = Path(tmp) / f"{name}.log"
+            with open(log_path, "w") as log:
+                proc, port = _start(checkpoint, max_batch, args, log)
+                try:
+                    results[name] = {str(c): _load(port, images, c) for c in (1, 4, 16)}
+                except Exception:
+                    print(log_path.read_text()[-4000:], file=sys.stderr)
+                    raise
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=60)
     ratios = {str(c): round(results["batched"][str(c)]["requests_per_s"]
                             / results["one_at_a_time"][str(c)]["requests_per_s"], 2) for c in (1, 4, 16)}
     emit({"benchmark": "serve", "model": "ofa-tiny (random), caption", "requests": args.requests,

@@ -91,9 +91,14 @@ class OFAServeAPI(ls.LitAPI):
     def unbatch(self, output: list[Any]) -> list[Any]:
         return list(output)
 
-    def predict(self, inputs: list[dict[str, Any]]) -> list[Any]:
+    def predict(self, inputs: list[dict[str, Any]] | dict[str, Any]) -> Any:
         """Predict a batch; requests with the same kind of input (text or not, the same field names) share one
-        model call, and one bad input fails alone."""
+        model call, and one bad input fails alone. With ``max_batch_size=1`` LitServe passes single requests."""
+        if isinstance(inputs, dict):
+            return self._predict_batch([inputs])[0]
+        return self._predict_batch(inputs)
+
+    def _predict_batch(self, inputs: list[dict[str, Any]]) -> list[Any]:
         assert self.runner is not None, "setup() was not called"
         logger.info("predicting a batch of %d requests", len(inputs))  # tests read this line
         results: list[Any] = [None] * len(inputs)

@@ -167,7 +167,9 @@ def test_grounding_returns_a_box_and_refuses_a_missing_expression(servers: dict[
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_server_and_all_its_processes(checkpoint: Path, tmp_path: Path) -> None:
+def test_unbatched_serving_and_sigterm_stopping_every_process(checkpoint: Path, tmp_path: Path,
+                                                             pil_image: Callable[..., Any]) -> None:
+    """With --max-batch-size 1 LitServe hands requests over one by one; SIGTERM stops the whole server."""
     import socket
 
     with socket.socket() as sock:
@@ -175,10 +177,14 @@ def test_sigterm_stops_the_server_and_all_its_processes(checkpoint: Path, tmp_pa
         port = sock.getsockname()[1]
     with open(tmp_path / "serve.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "ofa.apps.cli", "serve", "--task", "caption", "--checkpoint",
-                                 str(checkpoint), "--port", str(port), "-o", "image_size=64"], stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                 str(checkpoint), "--port", str(port), "-o", "image_size=64", "-o", "max_len=6",
+                                 "--max-batch-size", "1"], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         try:
             _wait_healthy(port, proc)
+            for seed in (1, 2):
+                status, answer = _post(port, {"image": _png(pil_image(seed))})
+                assert status == 200 and answer["text"], (status, answer)
             proc.terminate()
             assert proc.wait(timeout=60) is not None
             assert not _wait_group_empty(proc.pid), "worker processes outlived the server"
