@@ -95,7 +95,8 @@ def process_group() -> tuple[int, int]:
 
 
 def predict_sharded(runner: Pipeline, examples: Sequence[Example]) -> list[Prediction]:
-    """Every rank predicts its shard; every rank returns all predictions, in input order."""
+    """Every rank of the started process group (all of them call this, with the same examples) predicts its
+    shard; every rank returns all predictions, in input order."""
     rank, world = process_group()
     if world == 1:
         return runner.predict_examples(examples)
@@ -111,17 +112,21 @@ def predict_sharded(runner: Pipeline, examples: Sequence[Example]) -> list[Predi
 
 
 def evaluate(task: Task, model: Any, tokenizer: Any, examples: list[Example], batch_size: int = 8,
-             progress: bool | None = None, device: Any = None) -> tuple[dict[str, float], list[Prediction]]:
+             progress: bool | None = None, device: Any = None,
+             distributed: bool = False) -> tuple[dict[str, float], list[Prediction]]:
     """Predict every example and score the predictions with the task's metric.
 
-    In a started process group each rank predicts its shard (on ``device``); every rank returns the same metrics
-    (computed once, on rank 0) and all predictions in input order.
+    Args:
+        distributed: every rank of the started process group calls this with the same examples; each predicts
+            its shard (on ``device``), and every rank returns the same metrics (computed once, on rank 0) and all
+            predictions in input order. False (default): this process predicts everything, whatever the group
+            (a trainer validating on rank 0 alone).
     """
-    rank, world = process_group()
+    rank, world = process_group() if distributed else (0, 1)
     # Data is encoded exactly as training encodes it (literal <bin_K> in a data file stays a bin token).
     runner = Pipeline(task, model, tokenizer, batch_size=batch_size, progress=progress if rank == 0 else False,
                       literal_text=False, device=device)
-    predictions = predict_sharded(runner, examples)
+    predictions = predict_sharded(runner, examples) if world > 1 else runner.predict_examples(examples)
     if world == 1:
         return task.score(predictions, examples), predictions
     box: list[Any] = [task.score(predictions, examples) if rank == 0 else None]

@@ -193,7 +193,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     task = _task(args)
     examples, bad = _examples(args, task)
     metrics, _ = evaluate(task, _model(args), args.tokenizer or args.checkpoint, examples,
-                          batch_size=args.batch_size, device=info.device)
+                          batch_size=args.batch_size, device=info.device, distributed=info.world_size > 1)
     if info.is_main:
         print(json.dumps({"task": task.name, "examples": len(examples), "bad_rows": bad, **metrics}, indent=2))
     return 0
