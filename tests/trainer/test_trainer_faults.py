@@ -135,8 +135,11 @@ def test_sigkills_during_training_and_saves_lose_nothing(world: Path, tokenizer_
         at_launch = _pointer(root)
         if how == "save":  # once this process has published a checkpoint, the moment its next save begins
             kill_when = lambda elapsed: _pointer(root) != at_launch and _saving(root)  # noqa: E731
-        else:  # a random moment after the first checkpoint would exist, before the run would end
-            at = first_checkpoint[0] + rng.uniform(0.0, duration - first_checkpoint[0])
+        else:  # a random moment after the first checkpoint would exist, before the run would end: a resumed run
+            # has only the steps after its checkpoint left, so its span shrinks with them
+            done = (steps_seen[-1] or 0) if steps_seen else 0
+            span = (duration - first_checkpoint[0]) * (STEPS - done) / STEPS
+            at = first_checkpoint[0] + rng.uniform(0.0, span)
             kill_when = lambda elapsed, at=at: elapsed >= at  # noqa: E731
         code, _ = run_until(cmd, root, kill_when)
         if code == 0:
