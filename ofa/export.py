@@ -43,6 +43,20 @@ MANIFEST = "export.json"
 _SUFFIX = {"onnx": ".onnx", "torch-export": ".pt2"}
 
 
+_ENCODER_INPUTS = ["src_tokens", "patch_images", "patch_masks"]
+_TEXT_ENCODER_INPUTS = ["src_tokens"]
+
+
+def _step_inputs(layers: int) -> list[str]:
+    cross, past, _ = _names(layers)
+    return ["tokens", "key_padding", "pos_keys", "pad_bias", *cross, *past]
+
+
+def _flat(cross: CrossState) -> tuple[torch.Tensor, ...]:
+    """An encoder graph's outputs: ``pos_keys``, ``pad_bias``, then each layer's keys and values."""
+    return (cross.pos_keys, cross.pad_bias, *[t for kv in cross.kv for t in kv])
+
+
 class _PastKV:
     """A layer's self-attention cache as explicit tensors: ``append`` concatenates and keeps the result."""
 
@@ -62,9 +76,7 @@ class _EncoderGraph(nn.Module):
 
     def forward(self, src_tokens: torch.Tensor, patch_images: torch.Tensor,
                 patch_masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        encoded = self.model.encoder(src_tokens, patch_images, patch_masks)
-        cross = self.model.decoder.prepare(encoded)
-        return (cross.pos_keys, cross.pad_bias, *[t for kv in cross.kv for t in kv])
+        return _flat(self.model.decoder.prepare(self.model.encoder(src_tokens, patch_images, patch_masks)))
 
 
 class _TextEncoderGraph(nn.Module):
@@ -73,8 +85,7 @@ class _TextEncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, src_tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        cross = self.model.decoder.prepare(self.model.encoder(src_tokens, None, None))
-        return (cross.pos_keys, cross.pad_bias, *[t for kv in cross.kv for t in kv])
+        return _flat(self.model.decoder.prepare(self.model.encoder(src_tokens, None, None)))
 
 
 class _StepGraph(nn.Module):
@@ -164,12 +175,10 @@ def export_model(model: Any, out_dir: str | os.PathLike[str], *, format: str = "
     step_shapes = ({0: rows}, {0: rows, 1: past}, row_state, {0: rows, 3: encoded},
                    (*[row_state for _ in cross_names], *[{0: rows, 2: past} for _ in past_names]))
     graphs = {
-        "encoder": (_EncoderGraph(model), enc_args, enc_shapes, ["src_tokens", "patch_images", "patch_masks"],
-                    ["pos_keys", "pad_bias", *cross_names]),
-        "text_encoder": (_TextEncoderGraph(model), _text_example(model), ({0: batch, 1: source},), ["src_tokens"],
-                         ["pos_keys", "pad_bias", *cross_names]),
-        "decoder_step": (_StepGraph(model), step_args, step_shapes,
-                         ["tokens", "key_padding", "pos_keys", "pad_bias", *cross_names, *past_names],
+        "encoder": (_EncoderGraph(model), enc_args, enc_shapes, _ENCODER_INPUTS, ["pos_keys", "pad_bias", *cross_names]),
+        "text_encoder": (_TextEncoderGraph(model), _text_example(model), ({0: batch, 1: source},),
+                         _TEXT_ENCODER_INPUTS, ["pos_keys", "pad_bias", *cross_names]),
+        "decoder_step": (_StepGraph(model), step_args, step_shapes, _step_inputs(layers),
                          ["logits", "present_key_padding", *present_names]),
     }
     files = {}
@@ -353,7 +362,6 @@ def load_exported(directory: str | os.PathLike[str], *, providers: Sequence[str]
     for path in paths.values():
         if not path.is_file():
             raise ConfigError(f"export file {str(path)!r} is missing")
-    cross, past, _ = _names(layers)
     if fmt == "onnx":
         return ExportedModel(config, layers, _onnx_runner(paths["encoder"], providers),
                              _onnx_runner(paths["text_encoder"], providers),
@@ -362,7 +370,6 @@ def load_exported(directory: str | os.PathLike[str], *, providers: Sequence[str]
         raise ConfigError(f"{str(directory)!r} holds torch.export archives, whose loader may unpickle (run code "
                           "from the files); pass trust_pickle=True for exports you trust, or export to ONNX")
     return ExportedModel(config, layers,
-                         _program_runner(paths["encoder"], ["src_tokens", "patch_images", "patch_masks"]),
-                         _program_runner(paths["text_encoder"], ["src_tokens"]),
-                         _program_runner(paths["decoder_step"], ["tokens", "key_padding", "pos_keys", "pad_bias",
-                                                                 *cross, *past]), "torch.export")
+                         _program_runner(paths["encoder"], _ENCODER_INPUTS),
+                         _program_runner(paths["text_encoder"], _TEXT_ENCODER_INPUTS),
+                         _program_runner(paths["decoder_step"], _step_inputs(layers)), "torch.export")

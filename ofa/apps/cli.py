@@ -31,10 +31,10 @@ def _options(pairs: Sequence[str], flag: str = "--option") -> dict[str, Any]:
     return out
 
 
-def _task(args: argparse.Namespace) -> Any:
+def _task_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``-o`` options, plus ``candidates`` read from ``--candidates`` when given."""
     # import cost: a subcommand loads only what it runs
     from ofa.errors import InputError
-    from ofa.tasks import get_task
 
     options = _options(args.option)
     if getattr(args, "candidates", None):
@@ -43,7 +43,29 @@ def _task(args: argparse.Namespace) -> Any:
             raise InputError(f"--candidates file {str(path)!r} does not exist")
         options["candidates"] = [line.strip() for line in path.read_text().splitlines()
                                  if line.strip()]
-    return get_task(args.task, **options)
+    return options
+
+
+def _task(args: argparse.Namespace) -> Any:
+    # import cost: a subcommand loads only what it runs
+    from ofa.tasks import get_task
+
+    return get_task(args.task, **_task_options(args))
+
+
+def _require(modules: Sequence[str], command: str, extra: str) -> None:
+    """Import the optional ``modules`` a subcommand needs, or say which extra installs them."""
+    # import cost: a subcommand loads only what it runs
+    import importlib
+
+    try:
+        for module in modules:
+            importlib.import_module(module)  # optional dependency: the subcommand's extra
+    except ImportError:
+        # import cost: a subcommand loads only what it runs
+        from ofa.errors import ConfigError
+
+        raise ConfigError(f"{command} needs {' and '.join(modules)}: pip install 'ofa-unified[{extra}]'") from None
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
@@ -208,14 +230,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from ofa.export import export_model
 
     if args.format == "onnx":
-        try:
-            import onnx  # noqa: F401  # optional dependency: the `export` extra
-            import onnxscript  # noqa: F401  # optional dependency: the `export` extra
-        except ImportError:
-            # import cost: a subcommand loads only what it runs
-            from ofa.errors import ConfigError
-
-            raise ConfigError("ONNX export needs onnx and onnxscript: pip install 'ofa-unified[export]'") from None
+        _require(["onnx", "onnxscript"], "ONNX export", "export")
     start = time.perf_counter()
     model = load_checkpoint(args.checkpoint, trust_pickle=args.trust_pickle)
     out = export_model(model, args.out, format=args.format, image_size=args.image_size)
@@ -235,13 +250,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    try:
-        import gradio  # noqa: F401  # optional dependency: the `demo` extra
-    except ImportError:
-        # import cost: a subcommand loads only what it runs
-        from ofa.errors import ConfigError
-
-        raise ConfigError("ofa demo needs gradio: pip install 'ofa-unified[demo]'") from None
+    _require(["gradio"], "ofa demo", "demo")
     # import cost: a subcommand loads only what it runs
     from ofa.apps.demo import build_demo
 
@@ -270,20 +279,11 @@ def _stop_on_sigterm() -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        import litserve  # noqa: F401  # optional dependency: the `serve` extra
-    except ImportError:
-        # import cost: a subcommand loads only what it runs
-        from ofa.errors import ConfigError
-
-        raise ConfigError("ofa serve needs LitServe: pip install 'ofa-unified[serve]'") from None
+    _require(["litserve"], "ofa serve", "serve")
     # import cost: a subcommand loads only what it runs
     from ofa.apps.serve import build_server
 
-    options = _options(args.option)
-    if args.candidates:
-        options["candidates"] = [line.strip() for line in Path(args.candidates).read_text().splitlines()
-                                 if line.strip()]
+    options = _task_options(args)
     _task(args)  # an unknown task or bad option fails here, before any worker starts
     _stop_on_sigterm()
     server = build_server(args.task, args.checkpoint, args.tokenizer, max_batch_size=args.max_batch_size,
