@@ -32,6 +32,22 @@ def test_short_quickstart_beats_baselines(tmp_path):
     assert (tmp_path / "qs" / "checkpoint" / "tokenizer_config.json").is_file()
 
 
+@pytest.mark.slow
+def test_time_budgeted_quickstart_sizes_its_run_and_keeps_its_deadline(tmp_path, capsys):
+    # Sized from the timed probe (training steps and a sample of the evaluation), not from max_steps.
+    budget = 0.75
+    config = QuickstartConfig(out=str(tmp_path / "qs"), minutes=budget, num_train=400, num_valid=24,
+                              valid_max_examples=24, progress=False)
+    metrics = run_quickstart(config)
+    printed = capsys.readouterr().err
+    assert "does a training step in" in printed and "the evaluation in about" in printed, printed
+    assert metrics["probe_seconds_per_step"] > 0 and metrics["probe_eval_seconds"] > 0
+    assert metrics["train_steps"] >= 20
+    # The evaluation fits the time left: the whole run ends within its budget (a quarter over at most, for a
+    # machine that slows down while evaluating; the trainer's deadline covers training itself).
+    assert metrics["minutes"] <= budget * 1.25, metrics
+
+
 def test_gallery_draws_a_predicted_box_with_swapped_corners():
     from PIL import ImageDraw
 
