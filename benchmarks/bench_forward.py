@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -58,10 +59,10 @@ def main() -> None:
                 if backend == "xformers" and not (args.device == "cuda" and dtype != torch.float32):
                     ran = "sdpa (fallback: xformers needs CUDA fp16/bf16)"
                 with torch.inference_mode():
-                    def encode() -> object:
+                    def encode(model: Any = model) -> object:  # bound now: the loop deletes `model` later
                         return model.encode(inputs["src_tokens"], inputs["patch_images"])
 
-                    def forward() -> object:
+                    def forward(model: Any = model) -> object:
                         return model(inputs["src_tokens"], inputs["prev_output_tokens"], inputs["patch_images"])
 
                     with PeakMemory() as enc_mem:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,7 +62,7 @@ def main() -> None:
             batch_inputs = {k: v.to(args.device) for k, v in inputs(1, args.image_size, model.config.vocab_size).items()}
             batch_inputs["patch_images"] = batch_inputs["patch_images"].to(dtype)
 
-            def run_naive() -> object:
+            def run_naive(model: Any = model) -> object:  # bound now: the loop deletes `model` later
                 return generate(model, config=config, use_cache=False, **batch_inputs)
 
             timing = time_it(run_naive, repeats=args.repeats)
@@ -74,7 +75,7 @@ def main() -> None:
                             inputs(batch, args.image_size, model.config.vocab_size).items()}
             batch_inputs["patch_images"] = batch_inputs["patch_images"].to(dtype)
 
-            def run_cached() -> object:
+            def run_cached(model: Any = model) -> object:
                 return generate(model, config=config, **batch_inputs)
 
             timing = time_it(run_cached, repeats=args.repeats)
