@@ -111,7 +111,12 @@ def test_two_processes_evaluate_and_predict_exactly_as_one(setup: dict[str, Path
     single = _run([sys.executable, "-m", "ofa.apps.cli", *_cli(setup, "predict")]).stdout.splitlines()
     _run(_torchrun(free_port(), _cli(setup, "predict", "--out", str(tmp_path / "preds"))))
     merged = (tmp_path / "preds" / "predictions.jsonl").read_text().splitlines()
-    assert [json.loads(line) for line in merged] == [json.loads(line) for line in single]
+    merged_rows, single_rows = [json.loads(line) for line in merged], [json.loads(line) for line in single]
+    # Same records; scores to float rounding: each launched process runs 1 thread and batches its own shard, and
+    # a different matmul blocking moved a beam score by 8e-8 relative in one CI run.
+    assert [{k: v for k, v in r.items() if k != "score"} for r in merged_rows] == \
+        [{k: v for k, v in r.items() if k != "score"} for r in single_rows]
+    assert [r["score"] for r in merged_rows] == pytest.approx([r["score"] for r in single_rows], rel=1e-5)
     assert [json.loads(line)["id"] for line in merged] == [f"u{i}" for i in range(N_EXAMPLES)]
     shards = sorted(p.name for p in (tmp_path / "preds").glob("predictions.rank*"))
     assert shards == [shard_file_name(0, 2), shard_file_name(1, 2)]
