@@ -16,7 +16,7 @@ from ofa.nn.decoder import OFADecoder
 from ofa.nn.drop_path import drop_path_rates
 from ofa.nn.encoder import OFAEncoder
 from ofa.nn.layers import DecoderLayer, EncoderLayer
-from ofa.nn.rel_pos import decoder_image_position_ids, num_image_rel_rows
+from ofa.nn.rel_pos import decoder_image_position_ids, image_position_ids, num_image_rel_rows
 from ofa.nn.resnet import build_resnet
 from ofa.nn.stack import Stack
 
@@ -253,10 +253,10 @@ def init_location_embeddings(model: OFAModel, bin_ids: range, *, std: float | No
     half = _fourier_rows(bucket, dim // 2, std)
     grid = torch.cat([half[:, None, :].expand(bucket, bucket, -1), half[None, :, :].expand(bucket, bucket, -1),
                       torch.zeros(bucket, bucket, dim % 2, dtype=half.dtype)], dim=-1).reshape(bucket * bucket, dim)
+    ids = image_position_ids(bucket, bucket, bucket)  # raster order, as grid; id 0 (no image position) stays
     for stack in (model.encoder, model.decoder):
         table = stack.embed_image_positions.weight
-        rows = min(table.shape[0] - 1, bucket * bucket)  # row 0 is the id of no image position
-        table[1:1 + rows] = grid[:rows].to(table)
+        table[ids] = grid.to(table)
 
 
 def list_models() -> list[str]:
