@@ -170,12 +170,14 @@ def _plan_run(config: QuickstartConfig, trainer_factory: Any, started: float) ->
     start = time.perf_counter()
     # Steps of different tasks differ in cost: with 8 probe steps the default run trained 3663 steps and finished
     # in 8.0 of its 10 minutes; with 24 it trained 4562 and finished in 9.95 (both measured, idle machine).
-    probe = 24
-    for _ in range(probe):
+    # The probe is bounded too: at most 5% of the budget after 4 steps (on a machine slowed 15x by another job,
+    # 24 steps took longer than a 1.25-minute budget; measured).
+    probe, budget = 0, config.minutes * 60
+    while probe < 24 and (probe < 4 or time.perf_counter() - start < 0.05 * budget):
         trainer.train_step()
+        probe += 1
     per_step = (time.perf_counter() - start) / probe
     eval_seconds = _time_evaluation(trainer)
-    budget = config.minutes * 60
     train_seconds = budget * 0.97 - 1.15 * eval_seconds - (time.perf_counter() - started)
     return _RunPlan(max(int(train_seconds / per_step), 20), per_step, eval_seconds, max(train_seconds, 1.0))
 
