@@ -31,6 +31,7 @@ from ofa.apps.shapeworld.world import WorldConfig
 from ofa.builders import build_model, init_location_embeddings
 from ofa.data.tsv import TSVFile
 from ofa.errors import ConfigError
+from ofa.model import OFAModel
 from ofa.pipeline import Pipeline
 from ofa.records import ParsesRows
 from ofa.tasks import get_task
@@ -38,7 +39,7 @@ from ofa.tasks.refcoco import GroundingPrediction
 from ofa.tokenization import OFATokenizer
 from ofa.trainer import TaskSpec, Trainer, TrainerConfig
 
-__all__ = ["QuickstartConfig", "run_quickstart", "prepare_quickstart", "QUICKSTART_MODEL"]
+__all__ = ["QuickstartConfig", "run_quickstart", "prepare_quickstart", "QUICKSTART_MODEL", "seeded_test_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,17 @@ class QuickstartConfig:
         if unknown:
             raise ConfigError(f"QuickstartConfig.world has unknown keys {unknown}; accepted: {sorted(allowed)} "
                               f"(image_size and seed come from the quickstart config)")
+
+
+def seeded_test_model(tok: OFATokenizer, seed: int, *, location_init: bool, **options: Any) -> OFAModel:
+    """The quickstarts' fresh model: ``ofa-test`` sized to ``tok`` with ``options`` as overrides, its random weights
+    drawn after ``torch.manual_seed(seed)`` (so every trainer built from it starts from the same weights), and the
+    ordered start of :func:`~ofa.builders.init_location_embeddings` when ``location_init``."""
+    torch.manual_seed(seed)
+    model = build_model("ofa-test", vocab_size=len(tok), **options)
+    if location_init:
+        init_location_embeddings(model, tok.vocab.bin_range())
+    return model
 
 
 def _tokenizer(corpus: Path, config: QuickstartConfig) -> Any:
@@ -216,10 +228,7 @@ def prepare_quickstart(config: QuickstartConfig) -> tuple[Path, OFATokenizer, Ca
              for name, ratio in config.task_ratios.items()]
 
     def make_trainer(max_steps: int, max_minutes: float | None = None) -> Trainer:
-        torch.manual_seed(config.seed)
-        model = build_model("ofa-test", vocab_size=len(tok), **config.model)
-        if config.location_init:
-            init_location_embeddings(model, tok.vocab.bin_range())
+        model = seeded_test_model(tok, config.seed, location_init=config.location_init, **config.model)
         trainer_config = TrainerConfig(
             output_dir=str(out / "train"), tasks=tuple(tasks), micro_batch_size=config.micro_batch_size,
             grad_accum=config.grad_accum,

@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from PIL import Image, ImageDraw
 
+from ofa.apps.quickstart import seeded_test_model
 from ofa.apps.shapeworld import WorldConfig, write_world
-from ofa.builders import PRESETS, build_model
+from ofa.builders import PRESETS
 from ofa.config import with_overrides
 from ofa.data.image_text import read_image_text
 from ofa.errors import ConfigError
@@ -369,8 +370,7 @@ def _run(config: ImageQuickstartConfig) -> dict[str, float | None]:
                          options={"grid_size": grid, "num_samples": 1, "top_k": 1})  # greedy validation
 
     def make_trainer(max_steps: int) -> Trainer:
-        torch.manual_seed(config.seed)
-        model = build_model("ofa-test", vocab_size=len(tok), code_image_size=8 * grid, **config.model)
+        model = seeded_test_model(tok, config.seed, location_init=False, code_image_size=8 * grid, **config.model)
         trainer_config = TrainerConfig(
             output_dir=str(out / "train"), tasks=(task_spec,), micro_batch_size=config.micro_batch_size,
             max_steps=max_steps, lr=config.lr, warmup_ratio=config.warmup_ratio,

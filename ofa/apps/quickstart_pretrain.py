@@ -33,12 +33,11 @@ from typing import Any, Callable
 import torch
 from PIL import Image, ImageDraw
 
-from ofa.apps.quickstart import QUICKSTART_MODEL
+from ofa.apps.quickstart import QUICKSTART_MODEL, seeded_test_model
 from ofa.apps.shapeworld import WorldConfig, trivial_baselines, write_world
 from ofa.apps.shapeworld.pretrain import write_pretraining_files
 from ofa.apps.shapeworld.scene import generate_scene, render_indexed
 from ofa.apps.shapeworld.world import scene_rng
-from ofa.builders import build_model, init_location_embeddings
 from ofa.data.image_text import read_image_text
 from ofa.data.images import decode_base64_image
 from ofa.data.transforms import square_resize
@@ -199,11 +198,7 @@ def run_pretrain_quickstart(config: PretrainQuickstartConfig) -> dict[str, Any]:
     model_options = {**config.model, "code_image_size": 8 * config.code_grid, "patch_image_size": size}
 
     def new_model() -> Any:
-        torch.manual_seed(config.seed)
-        model = build_model("ofa-test", vocab_size=len(tok), **model_options)
-        if config.location_init:
-            init_location_embeddings(model, tok.vocab.bin_range())
-        return model
+        return seeded_test_model(tok, config.seed, location_init=config.location_init, **model_options)
 
     # 3. Pretraining.
     pretrain_options = {"negatives": str(pre["negatives"]), "text_data": str(pre["text"]),
