@@ -80,7 +80,7 @@ class EncoderLayer(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Args: x ``[b, s, D]``; bias ``[b, h, s, s]`` (positions + key padding). Returns ``[b, s, D]``."""
+        """Args: x ``[b, s, D]``; bias ``[b or 1, h, s, s]`` (positions, + key padding). Returns ``[b, s, D]``."""
         h, _ = self.self_attn(self.self_attn_layer_norm(x), bias=bias)
         h = F.dropout(self.attn_ln(h), p=self.dropout, training=self.training)
         x = x + self.drop_path(h)
