@@ -28,6 +28,7 @@ __all__ = [
     "list_tasks",
     "register_task",
     "pipeline",
+    "keep_freed_memory",
     "errors",
 ]
 
@@ -44,6 +45,7 @@ _LAZY = {
     "get_task": ("ofa.tasks", "get_task"),
     "list_tasks": ("ofa.tasks", "list_tasks"),
     "register_task": ("ofa.tasks", "register_task"),
+    "keep_freed_memory": ("ofa.runtime", "keep_freed_memory"),
     "errors": ("ofa.errors", None),
 }
 
@@ -53,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ofa.checkpoint import load_checkpoint
     from ofa.config import OFAConfig, ResNetConfig
     from ofa.model import OFAModel
+    from ofa.runtime import keep_freed_memory
     from ofa.tasks import get_task, list_tasks, register_task
     from ofa.tokenization import OFATokenizer, UnifiedVocab
 

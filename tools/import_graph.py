@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # below it; never one above. Each entry is a package or module prefix; the longest matching prefix decides.
 FLOORS: list[list[str]] = [
     ["ofa.errors", "ofa._deprecated"],
-    ["ofa.config", "ofa.records", "ofa.registry", "ofa.serialization", "ofa.hub"],
+    ["ofa.config", "ofa.records", "ofa.registry", "ofa.serialization", "ofa.hub", "ofa.runtime"],
     ["ofa.tokenization", "ofa.metrics"],
     ["ofa.nn"],
     ["ofa.model"],

@@ -99,6 +99,32 @@ def _model(args: argparse.Namespace) -> Any:
     return load_checkpoint(args.checkpoint, trust_pickle=args.trust_pickle, dtype=getattr(torch, dtype_name))
 
 
+def _keeps_memory(args: argparse.Namespace) -> bool:
+    """Whether this command keeps freed memory for reuse (:func:`ofa.runtime.keep_freed_memory`): yes unless
+    ``--system-malloc`` or the environment variable ``OFA_SYSTEM_MALLOC=1`` (the setting is process-wide: a program
+    that calls :func:`main` in its own process may not want it)."""
+    # import cost: a subcommand loads only what it runs
+    import os
+
+    return not (getattr(args, "system_malloc", False) or os.environ.get("OFA_SYSTEM_MALLOC") == "1")
+
+
+def _allocator(args: argparse.Namespace) -> None:
+    """Apply :func:`_keeps_memory`'s choice to this process."""
+    if _keeps_memory(args):
+        # import cost: a subcommand loads only what it runs
+        from ofa.runtime import keep_freed_memory
+
+        keep_freed_memory()
+
+
+def _system_malloc_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--system-malloc", action="store_true",
+                   help="leave glibc's allocator as it is; by default freed memory is kept for reuse, which "
+                        "made batched generation 13-25%% faster on a 2-core box and keeps the process's "
+                        "memory at its peak (same results either way; OFA_SYSTEM_MALLOC=1 does the same)")
+
+
 def _examples(args: argparse.Namespace, task: Any) -> tuple[list[Any], int]:
     """The examples of ``--data`` and the number of bad rows skipped."""
     # import cost: a subcommand loads only what it runs
@@ -159,6 +185,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     # import cost: a subcommand loads only what it runs
     from ofa.pipeline import Pipeline
 
+    _allocator(args)
     if args.data:
         return _predict_data(args)
 
@@ -211,6 +238,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     # import cost: a subcommand loads only what it runs
     from ofa.evaluation import evaluate
 
+    _allocator(args)
     info = _distributed()
     task = _task(args)
     examples, bad = _examples(args, task)
@@ -288,6 +316,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     _stop_on_sigterm()
     server = build_server(args.task, args.checkpoint, args.tokenizer, max_batch_size=args.max_batch_size,
                           batch_timeout=args.batch_timeout, workers_per_device=args.workers, task_options=options,
+                          keep_freed_memory=_keeps_memory(args),
                           log_level=logging.INFO if args.verbose else logging.WARNING)
     server.run(host=args.host, port=args.port, generate_client_file=False,
                log_level="info" if args.verbose else "warning")
@@ -439,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dtype", choices=sorted(_DTYPES), default="fp32",
                        help="compute dtype of the model (default fp32; bf16 is fast only on CPUs with bf16 "
                             "instructions, and on GPUs)")
+        _system_malloc_option(p)
 
     def data_options(p: argparse.ArgumentParser, required: bool) -> None:
         p.add_argument("--data", required=required, help="TSV (OFA layout) or JSONL file" +
@@ -511,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-timeout", type=float, default=0.01,
                    help="seconds a batch waits to fill before it runs (default 0.01)")
     p.add_argument("--workers", type=int, default=1, help="model worker processes per device (default 1)")
+    _system_malloc_option(p)
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("quickstart", help="generate a synthetic world, train a small OFA on it on the CPU, "

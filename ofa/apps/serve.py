@@ -24,6 +24,7 @@ import litserve as ls
 from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
+from ofa import runtime
 from ofa.data.images import decode_base64_image
 from ofa.errors import OFAError
 from ofa.pipeline import Failure, Pipeline, pipeline
@@ -54,12 +55,15 @@ class OFAServeAPI(ls.LitAPI):
         tokenizer: the tokenizer directory (default: the checkpoint's).
         max_batch_size: most requests predicted together; ``batch_timeout``: seconds to wait for a batch to fill.
         task_options: task constructor options (``beam_size``, ``image_size``, ``candidates``, ...).
+        keep_freed_memory: each worker calls :func:`ofa.runtime.keep_freed_memory` in :meth:`setup` (faster
+            batched generation, memory kept at its peak; ``ofa serve`` does unless ``--system-malloc``).
     """
 
     def __init__(self, task: str, checkpoint: str, tokenizer: str | None = None, *, max_batch_size: int = 8,
                  batch_timeout: float = 0.01, task_options: dict[str, Any] | None = None,
-                 log_level: int = logging.WARNING) -> None:
+                 keep_freed_memory: bool = False, log_level: int = logging.WARNING) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
+        self.keep_freed_memory = keep_freed_memory
         self.log_level = log_level
         self.task_name = task
         self.checkpoint = checkpoint
@@ -70,6 +74,9 @@ class OFAServeAPI(ls.LitAPI):
     def setup(self, device: str) -> None:
         # setup runs in the worker process, whose logging is its own
         logging.basicConfig(level=self.log_level, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
+        # the allocator setting is per process: it is made here, in the worker, not in the process that starts it
+        kept = self.keep_freed_memory and runtime.keep_freed_memory()
+        logger.info("freed memory kept for reuse: %s", "yes" if kept else "no")  # tests read this line
         self.runner = pipeline(self.task_name, model=self.checkpoint, tokenizer=self.tokenizer,
                                batch_size=self.max_batch_size, device=device, progress=False, **self.task_options)
         logger.info("serving %s from %s on %s", self.task_name, self.checkpoint, device)
@@ -127,8 +134,9 @@ class OFAServeAPI(ls.LitAPI):
 
 def build_server(task: str, checkpoint: str, tokenizer: str | None = None, *, max_batch_size: int = 8,
                  batch_timeout: float = 0.01, accelerator: str = "auto", workers_per_device: int = 1,
-                 task_options: dict[str, Any] | None = None, log_level: int = logging.WARNING) -> ls.LitServer:
+                 task_options: dict[str, Any] | None = None, keep_freed_memory: bool = False,
+                 log_level: int = logging.WARNING) -> ls.LitServer:
     """A LitServer for :class:`OFAServeAPI` (``server.run(host=..., port=...)`` starts it)."""
     api = OFAServeAPI(task, checkpoint, tokenizer, max_batch_size=max_batch_size, batch_timeout=batch_timeout,
-                      task_options=task_options, log_level=log_level)
+                      task_options=task_options, keep_freed_memory=keep_freed_memory, log_level=log_level)
     return ls.LitServer(api, accelerator=accelerator, workers_per_device=workers_per_device, timeout=120)

@@ -75,6 +75,8 @@ def runs(files: dict[str, Path], checkpoint_dir: Path) -> dict[str, Run]:
         "tasks": script + ["tasks"],
         "caption": module + ["predict", "--task", "caption", *ck, *SMALL, "-o", "beam_size=2", "-o", "max_len=4",
                              str(files["a"]), str(files["b"])],
+        "caption_system_malloc": module + ["predict", "--task", "caption", *ck, *SMALL, "-o", "beam_size=2", "-o",
+                                           "max_len=4", "--system-malloc", str(files["a"]), str(files["b"])],
         "draw": script + ["predict", "--task", "refcoco", *ck, *GROUNDING, "--text", "the red square",
                           "--draw", str(files["draw"]), str(files["big"]), str(files["a"])],
         "evaluate": script + ["evaluate", "--task", "refcoco", *ck, *GROUNDING, "--data", str(files["tsv"])],
@@ -83,6 +85,7 @@ def runs(files: dict[str, Path], checkpoint_dir: Path) -> dict[str, Run]:
     if HAS_PLUGIN:
         commands["count"] = script + ["predict", "--task", "count_objects", *ck, *SMALL, str(files["a"])]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # several processes share the cores
+    env.pop("OFA_SYSTEM_MALLOC", None)  # the commands as users run them (tests/conftest.py sets it for pytest)
     procs = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for name, cmd in commands.items()}
     out = {}
@@ -114,6 +117,11 @@ def test_predict_caption_prints_one_json_line_per_image(runs: dict[str, Run], fi
     records = run.json_lines()
     assert [r["input"] for r in records] == [str(files["a"]), str(files["b"])]
     assert all(isinstance(r["text"], str) and isinstance(r["score"], float) for r in records)
+
+
+def test_predict_gives_the_same_records_with_glibcs_default_allocator(runs: dict[str, Run]) -> None:
+    runs["caption_system_malloc"].check()
+    assert runs["caption_system_malloc"].json_lines() == runs["caption"].json_lines()
 
 
 def test_predict_refcoco_draws_the_box(runs: dict[str, Run], files: dict[str, Path]) -> None:

@@ -81,7 +81,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, small_model: Any, tok: 
 
 @pytest.fixture(scope="module")
 def servers(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A caption and a refcoco server, started together."""
+    """A caption and a refcoco server, started together: the caption server as users start it (memory reuse on),
+    the refcoco server with ``--system-malloc``."""
     import socket
 
     logs = tmp_path_factory.mktemp("serve-logs")
@@ -92,12 +93,16 @@ def servers(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             port = sock.getsockname()[1]
         task_options = OPTIONS if task == "caption" else {"image_size": 64, "max_image_size": 64}
         options = [x for k, v in task_options.items() for x in ("-o", f"{k}={v}")]
+        if task == "refcoco":
+            options.append("--system-malloc")
+        env = dict(os.environ)
+        env.pop("OFA_SYSTEM_MALLOC", None)  # tests/conftest.py sets it for pytest
         log = open(logs / f"{task}.log", "w+")
         # a session of its own: the server's worker processes share its process group
         proc = subprocess.Popen([sys.executable, "-m", "ofa.apps.cli", "-v", "serve", "--task", task,
                                  "--checkpoint", str(checkpoint), "--port", str(port), "--max-batch-size", "8",
                                  "--batch-timeout", "0.2", *options], stdout=log, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
         running[task] = {"port": port, "proc": proc, "log": log}
     try:
         for server in running.values():
@@ -131,6 +136,9 @@ def test_answers_equal_the_local_pipeline_and_concurrent_requests_are_batched(
     log = Path(servers["caption"]["log"].name).read_text()
     sizes = [int(n) for n in re.findall(r"predicting a batch of (\d+) requests", log)]
     assert max(sizes) > 1 and sum(sizes) == 17, sizes  # the 16 concurrent requests shared model calls
+    # the worker process (not only the one that started it) keeps freed memory; --system-malloc leaves it alone
+    assert "freed memory kept for reuse: yes" in log
+    assert "freed memory kept for reuse: no" in Path(servers["refcoco"]["log"].name).read_text()
 
 
 @pytest.mark.slow
