@@ -37,9 +37,10 @@ def test_short_quickstart_beats_baselines(tmp_path):
 @pytest.mark.slow
 def test_time_budgeted_quickstart_sizes_its_run_and_keeps_its_deadline(tmp_path, capsys):
     # Sized from the timed probe (training steps and a sample of the evaluation), not from max_steps. 1.25 minutes,
-    # not 0.75: what comes before training (start-up, world, BPE, the 26-step probe, the timed evaluation) took
-    # ~10 s of 0.75 minutes here (197 ms a step, 156 steps trained) but would take ~30 s on a box three times
-    # slower, leaving it fewer than 20 steps (a run here while another training job shared the two cores trained 1).
+    # not 0.75: what comes before training (start-up, world, BPE, the training probe of 2 warm-up + 4-24 steps,
+    # the timed evaluation) took ~10 s of 0.75 minutes here (197 ms a step, 156 steps trained) but would take ~30 s
+    # on a box three times slower, leaving it fewer than 20 steps (a run here while another training job shared the
+    # two cores trained 1).
     budget = 1.25
     config = QuickstartConfig(out=str(tmp_path / "qs"), minutes=budget, num_train=400, num_valid=24,
                               valid_max_examples=24, progress=False)
