@@ -3,11 +3,8 @@
 Every text is templated from a small, closed vocabulary (the config's colour and shape names, ``small``/``large``,
 a few position words, number words), so a tiny model can learn the whole language. Each text is true of the
 scene by construction: a referring expression or a question about "the circle" is only produced when exactly
-one object fits it. Position words mean one thing each: where an object is *in the image* ("on the left", "at
-the top", in captions and questions alike) is the outer third of that axis, and objects in the middle third are
-never given a side; where objects are *relative to each other* ("leftmost", "the shape on the left" of two,
-"above") needs their centres at least ``config.position_margin * image_size`` apart. All randomness comes from
-the ``rng`` argument.
+one object fits it, and position words are only used when the centres are at least
+``config.position_margin * image_size`` apart. All randomness comes from the ``rng`` argument.
 """
 
 from __future__ import annotations
@@ -101,15 +98,16 @@ def _extreme(objects: Sequence[WorldObject], members: Sequence[int], axis: int, 
     return order[0] if gap >= margin else None
 
 
-def _side(obj: WorldObject, scene: Scene, axis: int) -> int:
-    """-1 (left / top third of the image), +1 (right / bottom third) or 0 (the middle third)."""
-    position = obj.center[axis] / scene.image_size
-    return -1 if position < 1 / 3 else (1 if position > 2 / 3 else 0)
+def _side(obj: WorldObject, scene: Scene, axis: int, margin: float) -> int:
+    """-1 (left / top), +1 (right / bottom) or 0 (too close to the middle to say)."""
+    offset = obj.center[axis] - scene.image_size / 2.0
+    return 0 if abs(offset) < margin else (1 if offset > 0 else -1)
 
 
 # -- captions ----------------------------------------------------------------------------------------------------
 def _where(obj: WorldObject, scene: Scene) -> str:
-    return ("in the middle", "on the right", "on the left")[_side(obj, scene, 0)]
+    x = obj.center[0] / scene.image_size
+    return "on the left" if x < 1 / 3 else ("on the right" if x > 2 / 3 else "in the middle")
 
 
 def _relation(a: WorldObject, b: WorldObject, margin: float) -> str | None:
@@ -297,9 +295,10 @@ def _q_side(axis: int) -> Callable[[Scene, np.random.Generator, WorldConfig], Qu
     template = "is the {} on the left or the right?" if axis == 0 else "is the {} at the top or the bottom?"
 
     def make(scene: Scene, rng: np.random.Generator, config: WorldConfig) -> Question | None:
+        margin = _margin(scene, config)
         options = []
         for i, obj in enumerate(scene.objects):
-            side = _side(obj, scene, axis)
+            side = _side(obj, scene, axis, margin)
             if side != 0:
                 options += [(template.format(p), words[side > 0]) for p in _unique_phrases(scene, i)]
         kind = "horizontal" if axis == 0 else "vertical"

@@ -69,8 +69,7 @@ class WorldConfig:
         gap: least number of pixels between two objects (they never overlap).
         margin: least distance of an object from the border, in pixels.
         position_margin: how far apart (fraction of ``image_size``) two centres must be before one object is
-            called "left of"/"above"/"leftmost"/... relative to another. An object's place in the image ("on the
-            left", "at the top") is always its outer third, whatever this is.
+            called "left of"/"above" another, or an object "on the left"/"at the top" of the image.
         refs_per_image, questions_per_image, entailments_per_image, regions_per_image: rows per image that
             :func:`ofa.apps.shapeworld.write_world` writes for grounding, VQA, entailment and region captioning (fewer
             when the scene does not allow as many).

@@ -64,9 +64,10 @@ def resolve(text: str, scene: Scene, margin_fraction: float = CONFIG.position_ma
     return [order[0]] if gap >= margin_fraction * scene.image_size else []
 
 
-def answer(question: str, scene: Scene) -> str:
+def answer(question: str, scene: Scene, margin_fraction: float = CONFIG.position_margin) -> str:
     """The answer to a templated question, worked out from the question's words alone."""
     words = question.rstrip("?").split()
+    margin = margin_fraction * scene.image_size
     if question.startswith("how many"):
         return NUMBERS[len(_words_filter(scene, words[2:-2]))]
     if question.startswith("is there"):
@@ -75,9 +76,9 @@ def answer(question: str, scene: Scene) -> str:
         phrase = " ".join(words[2: words.index("on" if "on" in words else "at")])
         (index,) = _words_filter(scene, phrase.split())
         axis = 0 if question.endswith("left or the right?") else 1
-        position = scene.objects[index].center[axis] / scene.image_size  # the outer thirds, as in captions
-        assert position < 1 / 3 or position > 2 / 3, question
-        return ("left", "right")[position > 0.5] if axis == 0 else ("top", "bottom")[position > 0.5]
+        offset = scene.objects[index].center[axis] - scene.image_size / 2
+        assert abs(offset) >= margin, question
+        return ("left", "right")[offset > 0] if axis == 0 else ("top", "bottom")[offset > 0]
     (index,) = _words_filter(scene, words[3:])
     target = scene.objects[index]
     return {"color": target.color, "shape": target.shape, "size": target.size}[words[1]]

@@ -137,21 +137,6 @@ def test_captions(wh: Any) -> None:
         assert caps[0] == " and ".join("a " + o.description for o in ordered)
 
 
-def test_position_words_mean_the_same_in_captions_and_questions(wh: Any) -> None:
-    # The circle's centre is at 0.375 of the width, the middle third: captions say "in the middle" and no question
-    # asks whether it is on the left or the right, while the relative "the shape on the left" (of two) is it.
-    scene = wh.hand_scene(wh.obj("red", "circle", "large", (22, 5, 50, 33)),
-                          wh.obj("blue", "square", "small", (70, 70, 84, 84)))
-    caps = {c for seed in range(100) for c in captions(scene, np.random.default_rng(seed), wh.config)}
-    assert "a large red circle in the middle and a small blue square on the right" in caps
-    asked = {q.question: q.answer for seed in range(300)
-             for q in questions(scene, np.random.default_rng(seed), wh.config, 9)}
-    assert asked["is the square on the left or the right?"] == "right"
-    horizontal = [q for q in asked if q.endswith("on the left or the right?")]
-    assert horizontal and all("square" in q or "blue" in q or "small" in q for q in horizontal), horizontal
-    assert referring_expressions(scene, wh.config) and wh.resolve("the shape on the left", scene) == [0]
-
-
 def test_entailment_labels(wh: Any) -> None:
     scene = wh.hand_scene(wh.obj("red", "circle", "large", (5, 5, 35, 35)),
                           wh.obj("blue", "square", "small", (70, 70, 84, 84)))
