@@ -189,7 +189,7 @@ def _step_lprobs(logits: torch.Tensor, history: torch.Tensor, config: Generation
         logits = logits / config.temperature
     logits = apply_stage(rules, "logits", history, logits, context)
     lprobs = torch.log_softmax(logits, dim=-1)
-    lprobs = lprobs.masked_fill(lprobs != lprobs, _NEG_INF)
+    lprobs = lprobs.nan_to_num_(nan=_NEG_INF, posinf=float("inf"), neginf=_NEG_INF)  # NaN -> -inf, in one pass
     return apply_stage(rules, "logprobs", history, lprobs, context)
 
 
