@@ -40,6 +40,6 @@ def gather_rel_bias(table: nn.Embedding, index: torch.Tensor) -> torch.Tensor:
     """Per-head relative bias ``[h, tq, tk]`` from a ``[rows, h]`` table and a ``[tq, tk]`` row index (``[b, h, tq,
     tk]`` from a per-sample ``[b, tq, tk]`` index)."""
     # Gather from the [h, rows] view: each head's plane comes out contiguous, with no [.., h] -> [h, ..] copy.
+    # movedim puts the head axis after the batch axis of a per-sample index; for a [tq, tk] index it is a no-op.
     heads = table.weight.shape[1]
-    gathered = table.weight.t().index_select(1, index.reshape(-1)).view(heads, *index.shape)
-    return gathered if index.dim() == 2 else gathered.movedim(0, -3)
+    return table.weight.t().index_select(1, index.reshape(-1)).view(heads, *index.shape).movedim(0, -3)
