@@ -23,6 +23,15 @@ import ofa
 # the setting itself.
 os.environ["OFA_SYSTEM_MALLOC"] = "1"
 
+# The README's test command runs the suite in pytest-xdist workers, one per core. torch's default of one intra-op
+# thread per core in every worker would put two threads on each core; each worker (and, through OMP_NUM_THREADS, each
+# process it starts) gets its share of the cores instead.
+_XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _XDIST_WORKERS > 1:
+    _THREADS = max(1, len(os.sched_getaffinity(0)) // _XDIST_WORKERS)
+    torch.set_num_threads(_THREADS)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+
 GOLDEN_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "golden_tiny.pt"
 
 
@@ -211,3 +220,20 @@ def hf() -> Any:
         write_port = staticmethod(_write_hf_port)
 
     return HF
+
+
+# The fuzz suite counts its cases per worker (tests/fuzz/conftest.py hands them over when the worker ends); the
+# controller of an xdist run adds them up and prints them, as a single process prints its own.
+_WORKER_FUZZ_CASES: dict[str, int] = {}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    for surface, count in getattr(node, "workeroutput", {}).get("fuzz_cases", {}).items():
+        _WORKER_FUZZ_CASES[surface] = _WORKER_FUZZ_CASES.get(surface, 0) + count
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _WORKER_FUZZ_CASES:
+        counts = ", ".join(f"{surface}={n}" for surface, n in sorted(_WORKER_FUZZ_CASES.items()))
+        terminalreporter.write_line(f"fuzz cases tried: {counts} (total {sum(_WORKER_FUZZ_CASES.values())})")

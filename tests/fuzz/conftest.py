@@ -2,7 +2,8 @@
 
 Each surface is one test parametrised over ``profile``: ``quick`` runs in the default test run, ``long`` (marked
 slow) in the README/CI run. Both are derandomised, so CI sees the same cases on every run. The number of cases
-tried per surface is printed at the end of the session ("fuzz cases tried").
+tried per surface is printed at the end of the session ("fuzz cases tried"; summed over the workers of an xdist
+run by tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -88,7 +89,13 @@ def fuzz() -> Any:
     return Fuzz
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    worker_output = getattr(session.config, "workeroutput", None)  # set in a pytest-xdist worker only
+    if worker_output is not None:
+        worker_output["fuzz_cases"] = dict(CASES)  # the controller prints the sum (tests/conftest.py)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if CASES:
+    if CASES and not hasattr(terminalreporter.config, "workeroutput"):
         counts = ", ".join(f"{surface}={n}" for surface, n in sorted(CASES.items()))
         terminalreporter.write_line(f"fuzz cases tried: {counts} (total {sum(CASES.values())})")
