@@ -28,7 +28,8 @@ os.environ["OFA_SYSTEM_MALLOC"] = "1"
 # process it starts) gets its share of the cores instead.
 _XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
 if _XDIST_WORKERS > 1:
-    _THREADS = max(1, len(os.sched_getaffinity(0)) // _XDIST_WORKERS)
+    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    _THREADS = max(1, _CORES // _XDIST_WORKERS)
     torch.set_num_threads(_THREADS)
     os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
 
