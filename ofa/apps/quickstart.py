@@ -80,6 +80,8 @@ class QuickstartConfig:
     num_bins: int = 64
     num_codes: int = 16
     bpe_vocab: int = 400
+    # 32: at equal wall time (640 steps of 32 = 1020 of 16 = 1490 of 8 at 2 threads), seeds 0 and 1 gave mean CIDEr
+    # 3.03 / 3.24 / 3.09, Acc@0.5 0.32 / 0.32 / 0.34, VQA 0.605 / 0.63 / 0.58: no size is clearly better (measured).
     micro_batch_size: int = 32
     grad_accum: int = 1
     lr: float = 5e-4
