@@ -39,7 +39,8 @@ from ofa.tasks.refcoco import GroundingPrediction
 from ofa.tokenization import OFATokenizer
 from ofa.trainer import TaskSpec, Trainer, TrainerConfig
 
-__all__ = ["QuickstartConfig", "run_quickstart", "prepare_quickstart", "QUICKSTART_MODEL", "seeded_test_model"]
+__all__ = ["QuickstartConfig", "run_quickstart", "prepare_quickstart", "QUICKSTART_MODEL", "QUICKSTART_TEXT_METRICS",
+           "seeded_test_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,11 @@ QUICKSTART_MODEL: dict[str, Any] = dict(
     code_image_size=64, patch_image_size=96, entangle_position_embedding=True, init_std=0.1,
 )
 
+
+# The caption metrics of the quickstarts' validations: no METEOR. They report CIDEr, and METEOR's Java process costs
+# seconds to start (7 s of a 7.8 s evaluation of 16 captions, measured), twice per evaluation, which a slow machine
+# pays from its 10 minutes; in the pretraining quickstart it took 10 s of each 100-caption evaluation.
+QUICKSTART_TEXT_METRICS = ("BLEU", "ROUGE_L", "CIDEr")
 
 # The tasks the quickstart can train and the world's TSV prefix of each.
 _TASK_FILES = {"caption": "caption", "refcoco": "refcoco", "vqa_gen": "vqa", "region_caption": "region",
@@ -213,16 +219,12 @@ def prepare_quickstart(config: QuickstartConfig) -> tuple[Path, OFATokenizer, Ca
     answers = [a for a in Path(paths["answers"]).read_text().splitlines() if a.strip()]
     classes = [c for c in Path(paths["classes"]).read_text().splitlines() if c.strip()]
     size = config.image_size
-    # No METEOR in the validation: the quickstart reports CIDEr, and METEOR's Java process costs seconds to start
-    # (7 s of a 7.8 s evaluation of 16 captions, measured), twice per evaluation, which a slow machine pays from
-    # its 10 minutes.
-    text_metrics = ("BLEU", "ROUGE_L", "CIDEr")
     options: dict[str, dict[str, Any]] = {
-        "caption": {"image_size": size, "tokenizer": "simple", "metrics": text_metrics},
+        "caption": {"image_size": size, "tokenizer": "simple", "metrics": QUICKSTART_TEXT_METRICS},
         "refcoco": {"image_size": size, "max_image_size": size},
         "vqa_gen": {"image_size": size, "candidates": answers, "mode": "allcand"},
         "region_caption": {"image_size": size, "max_image_size": size, "tokenizer": "simple",
-                           "metrics": text_metrics},
+                           "metrics": QUICKSTART_TEXT_METRICS},
         "image_classify": {"image_size": size, "class_names": classes},
     }
     tasks = [TaskSpec(name=name, train_data=str(data / f"{_TASK_FILES[name]}_train.tsv"),

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import torch
 from PIL import Image, ImageDraw
 
-from ofa.apps.quickstart import QUICKSTART_MODEL, seeded_test_model
+from ofa.apps.quickstart import QUICKSTART_MODEL, QUICKSTART_TEXT_METRICS, seeded_test_model
 from ofa.apps.shapeworld import WorldConfig, trivial_baselines, write_world
 from ofa.apps.shapeworld.pretrain import write_pretraining_files
 from ofa.apps.shapeworld.scene import generate_scene, render_indexed
@@ -228,8 +228,7 @@ def run_pretrain_quickstart(config: PretrainQuickstartConfig) -> dict[str, Any]:
 
     # 4. Few-shot fine-tuning from the pretrained weights and from scratch, same data and steps.
     options: dict[str, dict[str, Any]] = {
-        # CIDEr is what is compared; METEOR's Java scorer took 10 s of each of the three 100-caption evaluations.
-        "caption": {"image_size": size, "tokenizer": "simple", "metrics": ("BLEU", "ROUGE_L", "CIDEr")},
+        "caption": {"image_size": size, "tokenizer": "simple", "metrics": QUICKSTART_TEXT_METRICS},
         "refcoco": {"image_size": size, "max_image_size": size},
         # The decoder starts from <s> as in pretraining (OFA fine-tunes VQA with the question as decoder prompt,
         # a format a few hundred examples cannot teach: the pretrained model's VQA falls from 0.62 to 0.13).
